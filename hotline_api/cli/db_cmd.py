@@ -1,0 +1,21 @@
+"""`hotline db upgrade`: apply alembic migrations to the configured database."""
+from __future__ import annotations
+
+from hotline_api.core.config import get_settings
+from hotline_api.db import migrate
+
+
+def register(sub) -> None:
+    p = sub.add_parser("db", help="database schema")
+    s = p.add_subparsers(dest="db_command", metavar="SUBCOMMAND")
+    s.required = True
+    up = s.add_parser("upgrade", help="apply migrations up to the newest schema")
+    up.set_defaults(func=_upgrade)
+
+
+def _upgrade(args) -> int:
+    settings = get_settings()
+    settings.ensure_dirs()
+    migrate.upgrade(settings.db_url)
+    print("database schema is up to date")
+    return 0

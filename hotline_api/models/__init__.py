@@ -1,0 +1,5 @@
+"""All ORM models; importing this package registers every table on Base.metadata."""
+from hotline_api.db.base import Base
+from hotline_api.models.calls import Call, DtmfEvent, Recording
+
+__all__ = ["Base", "Call", "DtmfEvent", "Recording"]

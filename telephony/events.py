@@ -1,0 +1,114 @@
+"""Events the SIP agent emits. Plain frozen data classes; the composition root (hotline_api)
+supplies an ``EventSink`` and decides what to store. ``caller_uri``/``caller_number`` are
+confidential: sinks must keep them out of logs, and the agent never puts them in file names or
+log lines.
+
+All times are timezone-aware UTC. ``call_uuid`` is the agent's random id for a call (also the
+``calls.id`` primary key); ``recording_id`` is a random UUID naming the recording.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, Union
+
+
+@dataclass(frozen=True)
+class CallStarted:
+    call_uuid: str
+    sip_call_id: str
+    caller_uri: str
+    caller_number: str
+    dialled: str
+    worker_id: str
+    at: datetime
+    channel: str = "call"  # call / voicemail
+
+
+@dataclass(frozen=True)
+class CallRejected:
+    """An INVITE refused before answer (ACL 403, wrong number 404, no codec 488, busy 486/503)."""
+
+    sip_call_id: str
+    code: int
+    reason: str
+    worker_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class CallAnswered:
+    call_uuid: str
+    at: datetime
+    recording_id: str
+    recording_path: str  # where the in-progress file is written (spool)
+    sample_rate: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class DtmfReceived:
+    call_uuid: str
+    digit: str
+    at: datetime
+    offset_s: float  # seconds since answer, i.e. position in the recording
+    method: str  # rfc2833 / sip_info
+
+
+@dataclass(frozen=True)
+class FlowChanged:
+    """The call moved to another state of the call flow (notice, record, queue, attendant...)."""
+
+    call_uuid: str
+    state: str
+    at: datetime
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    call_uuid: str
+    at: datetime
+    status: str  # ended / abandoned / recovered
+    hangup_cause: int  # SIP status code (e.g. 200 after BYE, 487 after CANCEL)
+    hangup_reason: str
+    hung_up_by: str  # caller / hotline / system
+
+
+@dataclass(frozen=True)
+class RecordingCompleted:
+    recording_id: str
+    call_uuid: str
+    path: str  # final file (absolute)
+    status: str  # complete / recovered / empty
+    duration: float
+    sample_rate: int
+    channels: int
+    sha256: str
+    size_bytes: int
+    kind: str = "call"  # call / voicemail
+    at: datetime | None = None
+    extra: dict = field(default_factory=dict)
+
+
+AgentEvent = Union[CallStarted, CallRejected, CallAnswered, DtmfReceived, FlowChanged, CallEnded, RecordingCompleted]
+
+
+class EventSink(Protocol):
+    """Receives agent events. ``publish`` is called from the agent's own thread and must not
+    block for long (queue the work); it must never raise into the agent."""
+
+    def publish(self, event: AgentEvent) -> None: ...
+
+
+class ListSink:
+    """An in-memory sink (unit tests, and the `hotline` CLI's one-off tools)."""
+
+    def __init__(self) -> None:
+        self.events: list[AgentEvent] = []
+
+    def publish(self, event: AgentEvent) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
