@@ -1,0 +1,96 @@
+"""`hotline serve [--only sip,api,worker,scheduler]`.
+
+Without ``--only`` the command supervises one child process per part (``hotline serve --only X``),
+restarting a part that dies. With ``--only`` it runs the named parts in this process (one part) or
+supervises them (several). Parts share the database and the data dir, so they can also run on
+separate machines.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from hotline_api.cli import CliError
+from hotline_api.core.config import get_settings
+
+log = logging.getLogger("hotline.serve")
+PARTS = ("sip", "api", "worker", "scheduler")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="run the service (SIP agent, API, ASR worker, scheduler)")
+    p.add_argument("--only", default="", help="comma-separated parts to run: " + ",".join(PARTS))
+    p.set_defaults(func=_serve)
+
+
+def _parts(only: str) -> list[str]:
+    if not only:
+        return list(PARTS)
+    parts = [p.strip() for p in only.split(",") if p.strip()]
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise CliError(f"unknown part(s) {', '.join(bad)}; choose from {', '.join(PARTS)}")
+    return parts
+
+
+def _serve(args) -> int:
+    from hotline_api import wiring
+
+    settings = get_settings()
+    parts = _parts(args.only)
+    wiring.prepare(settings)  # dirs, migrations, keys check, prompts: fails fast before any part starts
+    stop = threading.Event()
+
+    def _on_signal(signum, _frame):
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    if len(parts) == 1:
+        wiring.run_part(parts[0], settings, stop)
+        return 0
+    return _supervise(parts, stop)
+
+
+def _supervise(parts: list[str], stop: threading.Event) -> int:
+    """Run each part as `hotline serve --only PART`; restart a part that exits, with backoff."""
+    children: dict[str, subprocess.Popen] = {}
+    backoff: dict[str, float] = {p: 1.0 for p in parts}
+    started: dict[str, float] = {}
+
+    def start(part: str) -> None:
+        cmd = [sys.executable, "-m", "hotline_api.cli", "serve", "--only", part]
+        children[part] = subprocess.Popen(cmd)
+        started[part] = time.monotonic()
+        log.info("started part %s (pid %d)", part, children[part].pid)
+
+    for p in parts:
+        start(p)
+    try:
+        while not stop.wait(0.5):
+            for part, proc in list(children.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                ran = time.monotonic() - started[part]
+                backoff[part] = 1.0 if ran > 30 else min(backoff[part] * 2, 30.0)
+                log.error("part %s exited with %s after %.0f s; restarting in %.0f s", part, rc, ran, backoff[part])
+                if stop.wait(backoff[part]):
+                    break
+                start(part)
+    finally:
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 15
+        for proc in children.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0

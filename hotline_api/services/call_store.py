@@ -1,0 +1,159 @@
+"""The database side of the SIP agent: an EventSink that turns telephony events into rows.
+
+``publish`` is called on the agent's pjsua2 thread, so it only enqueues; a writer thread applies
+each event in its own transaction. Completion hooks (encrypted ingest, review assignment,
+transcription) run on the writer thread after a recording's row is final.
+
+Confidential fields (caller URI/number) are written to the DB only; log lines name the call by
+its random id.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+from typing import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from hotline_api.models.calls import Call, DtmfEvent, Recording
+from telephony import events as ev
+
+log = logging.getLogger(__name__)
+
+CompletionHook = Callable[[Session, Recording, ev.RecordingCompleted], None]
+
+_STOP = object()
+
+
+def caller_number_from_uri(uri: str) -> str:
+    """The user part of a SIP URI (`"Name" <sip:13800000000@host>` → 13800000000)."""
+    m = re.search(r"(?:sips?|tel):([^@;>]+)", uri or "")
+    return m.group(1) if m else ""
+
+
+class CallStore:
+    """Applies agent events to the database. Thread-safe ``publish``; ``apply`` is synchronous."""
+
+    def __init__(self, sessions: sessionmaker[Session], hash_caller: Callable[[str], str] | None = None):
+        self.sessions = sessions
+        self.hash_caller = hash_caller
+        self.completion_hooks: list[CompletionHook] = []
+
+    def add_completion_hook(self, hook: CompletionHook) -> None:
+        self.completion_hooks.append(hook)
+
+    # ------------------------------------------------------------------ applying events
+    def apply(self, event: ev.AgentEvent) -> None:
+        handler = getattr(self, "_on_" + type(event).__name__, None)
+        if handler is None:
+            log.debug("no handler for %s", type(event).__name__)
+            return
+        with self.sessions() as s:
+            handler(s, event)
+            s.commit()
+
+    def _call(self, s: Session, call_uuid: str) -> Call:
+        call = s.get(Call, call_uuid)
+        if call is None:
+            raise LookupError(f"unknown call {call_uuid}")
+        return call
+
+    def _on_CallStarted(self, s: Session, e: ev.CallStarted) -> None:
+        if s.get(Call, e.call_uuid) is not None:
+            return
+        number = e.caller_number or caller_number_from_uri(e.caller_uri)
+        s.add(Call(
+            id=e.call_uuid, sip_call_id=e.sip_call_id, caller_uri=e.caller_uri, caller_number=number,
+            caller_hash=self.hash_caller(number) if (self.hash_caller and number) else None,
+            dialled=e.dialled, channel=e.channel, status="ringing", worker_id=e.worker_id, created_at=e.at,
+        ))
+        log.info("call %s started on worker %s", e.call_uuid, e.worker_id)
+
+    def _on_CallRejected(self, s: Session, e: ev.CallRejected) -> None:
+        log.info("INVITE rejected with %d (%s) on worker %s", e.code, e.reason, e.worker_id)
+
+    def _on_CallAnswered(self, s: Session, e: ev.CallAnswered) -> None:
+        call = self._call(s, e.call_uuid)
+        call.answered_at = e.at
+        call.status = "answered"
+        if s.get(Recording, e.recording_id) is None:
+            s.add(Recording(id=e.recording_id, call_id=call.id, kind=call.channel, path=e.recording_path,
+                            status="recording", sample_rate=e.sample_rate, channels=e.channels, created_at=e.at))
+
+    def _on_DtmfReceived(self, s: Session, e: ev.DtmfReceived) -> None:
+        self._call(s, e.call_uuid)
+        s.add(DtmfEvent(call_id=e.call_uuid, digit=e.digit, at=e.at, offset_s=e.offset_s, method=e.method))
+
+    def _on_FlowChanged(self, s: Session, e: ev.FlowChanged) -> None:
+        call = self._call(s, e.call_uuid)
+        if e.state in ("voicemail",):
+            call.channel = "voicemail"
+        call.flow_path = ((call.flow_path + ">") if call.flow_path else "") + e.state
+        call.flow_path = call.flow_path[-64:]
+
+    def _on_CallEnded(self, s: Session, e: ev.CallEnded) -> None:
+        call = self._call(s, e.call_uuid)
+        call.ended_at = e.at
+        call.status = e.status
+        call.hangup_cause = e.hangup_cause
+        call.hangup_reason = e.hangup_reason[:255]
+        call.hung_up_by = e.hung_up_by
+        log.info("call %s ended: %s %d by %s", e.call_uuid, e.status, e.hangup_cause, e.hung_up_by)
+
+    def _on_RecordingCompleted(self, s: Session, e: ev.RecordingCompleted) -> None:
+        rec = s.get(Recording, e.recording_id)
+        if rec is None:
+            call = s.get(Call, e.call_uuid)
+            rec = Recording(id=e.recording_id, call_id=call.id if call else None, kind=e.kind, created_at=e.at)
+            s.add(rec)
+        rec.path = e.path
+        rec.status = e.status
+        rec.kind = e.kind
+        rec.duration = e.duration
+        rec.sample_rate = e.sample_rate
+        rec.channels = e.channels
+        rec.sha256 = e.sha256
+        rec.size_bytes = e.size_bytes
+        rec.completed_at = e.at
+        if e.kind == "voicemail" and rec.call is not None:
+            rec.call.channel = "voicemail"
+        s.flush()
+        log.info("recording %s %s (%.1f s)", rec.id, e.status, e.duration)
+        for hook in self.completion_hooks:
+            hook(s, rec, e)
+
+
+class QueuedSink:
+    """EventSink for the agent thread: ``publish`` enqueues, a writer thread applies in order."""
+
+    def __init__(self, store: CallStore, name: str = "call-store"):
+        self.store = store
+        self._q: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def publish(self, event: ev.AgentEvent) -> None:
+        self._q.put(event)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is _STOP:
+                return
+            for attempt in range(5):
+                try:
+                    self.store.apply(item)
+                    break
+                except LookupError as e:
+                    log.error("dropping %s: %s", type(item).__name__, e)
+                    break
+                except Exception:  # noqa: BLE001 - keep serving; the recording file stays on disk
+                    log.exception("could not store %s (attempt %d)", type(item).__name__, attempt + 1)
+                    threading.Event().wait(0.2 * (attempt + 1))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Apply everything queued so far, then stop the writer."""
+        self._q.put(_STOP)
+        self._thread.join(timeout)
