@@ -62,6 +62,17 @@ class Settings:
     master_key: str = ""  # base64 master key; default: key file data_dir/keys/master.key
     secret_key: str = ""  # session/token signing; default: generated into data_dir/keys/secret.key
     caller_hash_salt: str = ""  # default: generated into data_dir/keys/caller_salt.key
+    # Users, sessions, review (recording governance)
+    login_max_failures: int = 5
+    login_failure_window_minutes: int = 15
+    login_lockout_minutes: int = 15
+    token_ttl_minutes: int = 480
+    session_ttl_minutes: int = 480
+    password_min_length: int = 10
+    cookie_secure: bool = True
+    review_deadline_workdays: int = 1  # designated staff: listen/store/organize by end of next working day
+    review_listened_threshold: float = 0.9
+    operator_view_hours: int = 24  # operators see the calls they handled for this long
     # Logging
     log_level: str = "INFO"
 
@@ -194,6 +205,8 @@ def _coerce(cls: type, name: str, raw: Any) -> Any:
     try:
         if ftype in ("int", int):
             return int(raw)
+        if ftype in ("float", float):
+            return float(raw)
         if ftype in ("bool", bool):
             if isinstance(raw, bool):
                 return raw

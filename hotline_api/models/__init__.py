@@ -1,5 +1,6 @@
 """All ORM models; importing this package registers every table on Base.metadata."""
 from hotline_api.db.base import Base
 from hotline_api.models.calls import Call, DtmfEvent, Recording
+import hotline_api.models.governance  # noqa: F401,E402
 
 __all__ = ["Base", "Call", "DtmfEvent", "Recording"]

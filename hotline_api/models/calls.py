@@ -7,6 +7,7 @@ from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from hotline_api.db.base import Base, UTCDateTime, UUIDStr, new_uuid, utcnow
+from hotline_api.db.crypto_types import EncryptedText
 
 
 class Call(Base):
@@ -14,9 +15,9 @@ class Call(Base):
 
     id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_uuid)
     sip_call_id: Mapped[str] = mapped_column(String(255), index=True)
-    # Confidential: the caller's identity. Never logged, never in file names.
-    caller_uri: Mapped[str | None] = mapped_column(Text)
-    caller_number: Mapped[str | None] = mapped_column(String(64))
+    # Confidential: the caller's identity. Encrypted at rest, never logged, never in file names.
+    caller_uri: Mapped[str | None] = mapped_column(EncryptedText("calls.caller_uri"))
+    caller_number: Mapped[str | None] = mapped_column(EncryptedText("calls.caller_number"))
     caller_hash: Mapped[str | None] = mapped_column(String(64), index=True)  # salted hash, for duplicates
     dialled: Mapped[str] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(16), default="call")  # call / voicemail

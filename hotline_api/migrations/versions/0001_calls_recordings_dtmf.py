@@ -21,7 +21,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('sip_call_id', sa.String(length=255), nullable=False),
     sa.Column('caller_uri', sa.Text(), nullable=True),
-    sa.Column('caller_number', sa.String(length=64), nullable=True),
+    sa.Column('caller_number', sa.Text(), nullable=True),
     sa.Column('caller_hash', sa.String(length=64), nullable=True),
     sa.Column('dialled', sa.String(length=64), nullable=False),
     sa.Column('channel', sa.String(length=16), nullable=False),

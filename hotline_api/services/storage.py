@@ -1,0 +1,500 @@
+"""Encrypted recording storage composed with the database.
+
+* ``open_crypto(settings, factory)``: at service start. Loads the master key from its provider,
+  checks it against the key check value stored in the database (a wrong key is refused before any
+  data is read or written), finishes an interrupted key rotation, loads the field key.
+* ``ingest_recording``: a completed spool WAV -> encrypted file + wrapped data key row.
+* ``on_recording_completed``: the whole completion step (ingest, assignment to the manager on
+  duty, audit, commit, then removal of the plain file) for the agent's ``RecordingCompleted``.
+* ``open_reader`` / ``stream_range``: decrypting byte-range reads for the audio endpoint.
+* ``verify_integrity``: full decrypt + sha256 check ("stored" confirmation).
+* ``rotate_master_key``: re-wraps every data key and the field key; crash-safe.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from hotline_api.core.config import Settings
+from hotline_api.db import crypto_types
+from hotline_api.models.calls import Recording
+from hotline_api.models.governance import CryptoState, RecordingBlob
+from recordings import crypto
+from recordings.keys import (
+    BadMasterKey,
+    EnvKeyProvider,
+    FieldCipher,
+    FileKeyProvider,
+    KeyProvider,
+    MasterKey,
+    MasterKeyMissing,
+    WrappedKeyFile,
+    WrongMasterKey,
+)
+from recordings.ranges import RangeError, parse_range  # noqa: F401 - re-exported for the API
+from recordings.store import BadRecordingId, EncryptedStore, check_recording_id, wav_layout
+
+log = logging.getLogger(__name__)
+
+
+class StorageError(Exception):
+    pass
+
+
+class RecordingNotFound(StorageError):
+    """No such (encrypted) recording: the API answers 404."""
+
+
+class RecordingPurged(RecordingNotFound):
+    """Purged by retention (data key destroyed): the API answers 404 (or 410 to privileged roles)."""
+
+
+class CryptoStartupError(StorageError):
+    """The master key cannot be used; nothing was read or changed."""
+
+
+IntegrityError = crypto.IntegrityError
+TamperedError = crypto.TamperedError
+
+
+# --------------------------------------------------------------------------------------- keys
+def key_provider(settings: Settings) -> KeyProvider:
+    if settings.master_key:
+        return EnvKeyProvider(settings.master_key)
+    return FileKeyProvider(settings.keys_dir / "master.key")
+
+
+def field_key_file(settings: Settings) -> WrappedKeyFile:
+    return WrappedKeyFile(settings.keys_dir / "field.key")
+
+
+@dataclass
+class CryptoContext:
+    settings: Settings
+    master: MasterKey
+    field: FieldCipher
+    store: EncryptedStore
+
+    def data_key(self, blob: RecordingBlob) -> bytes:
+        if blob.wrapped_key is None:
+            raise RecordingPurged(f"recording {blob.recording_id} was purged")
+        return self.master.unwrap(blob.wrapped_key)
+
+
+def _db_kcv(session: Session) -> str | None:
+    row = session.get(CryptoState, 1)
+    if row is not None:
+        return row.master_kcv
+    # no state row, but keys exist: refuse to adopt a new master key silently
+    kcv = session.execute(
+        select(RecordingBlob.master_kcv).where(RecordingBlob.wrapped_key.is_not(None)).limit(1)
+    ).scalar_one_or_none()
+    return kcv
+
+
+def init_keys(settings: Settings, factory: sessionmaker) -> tuple[MasterKey, bool]:
+    """``hotline keys init``: create the master key file (0600) when absent and register its key
+    check value. Returns (key, created)."""
+    settings.ensure_dirs()
+    provider = key_provider(settings)
+    created = False
+    if isinstance(provider, FileKeyProvider) and not provider.exists():
+        with factory() as s:
+            if _db_kcv(s) is not None:
+                raise CryptoStartupError(
+                    f"{provider.describe()} is missing but the database holds keys wrapped by master key "
+                    f"{_db_kcv(s)}; restore the key file instead of creating a new one"
+                )
+        provider.create()
+        created = True
+    ctx = open_crypto(settings, factory, create=False)
+    return ctx.master, created
+
+
+def _load_master(settings: Settings, create: bool, db_kcv: str | None) -> MasterKey:
+    provider = key_provider(settings)
+    try:
+        return provider.load()
+    except MasterKeyMissing:
+        if create and db_kcv is None and isinstance(provider, FileKeyProvider) and not field_key_file(settings).path.exists():
+            settings.ensure_dirs()
+            try:
+                return provider.create()
+            except FileExistsError:
+                return provider.load()
+        raise CryptoStartupError(f"master key not found: {provider.describe()} (run `hotline keys init`)") from None
+    except BadMasterKey as e:
+        raise CryptoStartupError(str(e)) from None
+
+
+def _recover_field_key(settings: Settings, master: MasterKey) -> FieldCipher:
+    fk = field_key_file(settings)
+    if fk.pending_path.exists():
+        try:
+            fk.load(master, fk.pending_path)
+            pending_ok = True
+        except (WrongMasterKey, BadMasterKey):
+            pending_ok = False
+        main_ok = False
+        if fk.path.exists():
+            try:
+                fk.load(master)
+                main_ok = True
+            except (WrongMasterKey, BadMasterKey):
+                main_ok = False
+        if pending_ok and not main_ok:
+            log.warning("completing an interrupted key rotation: switching to the new field key file")
+            fk.commit_pending()
+        else:
+            fk.pending_path.unlink(missing_ok=True)
+    try:
+        return FieldCipher(fk.load_or_create(master))
+    except WrongMasterKey as e:
+        raise CryptoStartupError(f"field key: {e}") from None
+
+
+def load_field_cipher(settings: Settings) -> FieldCipher:
+    """The field cipher without a database check (lazy use by ``EncryptedText``)."""
+    master = _load_master(settings, create=True, db_kcv=None)
+    return _recover_field_key(settings, master)
+
+
+def open_crypto(settings: Settings, factory: sessionmaker, create: bool = True) -> CryptoContext:
+    """Load and check the master key. Raises ``CryptoStartupError`` with a clear message, before
+    touching any data, when the key is missing or is not the one the stored keys were wrapped with."""
+    with factory() as s:
+        db_kcv = _db_kcv(s)
+        has_row = s.get(CryptoState, 1) is not None
+    master = _load_master(settings, create, db_kcv)
+    provider = key_provider(settings)
+    if db_kcv is not None and master.kcv != db_kcv:
+        pending = provider.load_pending() if isinstance(provider, FileKeyProvider) else None
+        if pending is not None and pending.kcv == db_kcv:
+            log.warning("completing an interrupted key rotation: switching to the new master key file")
+            provider.commit_pending()
+            master = pending
+        else:
+            raise CryptoStartupError(
+                f"wrong master key: {provider.describe()} has key check value {master.kcv}, but the stored "
+                f"data keys were wrapped by {db_kcv}. Refusing to start; nothing was read or changed."
+            )
+    elif isinstance(provider, FileKeyProvider):
+        provider.discard_pending()  # a rotation that never committed
+    field = _recover_field_key(settings, master)
+    if not has_row:
+        with factory() as s:
+            if s.get(CryptoState, 1) is None:
+                s.add(CryptoState(id=1, master_kcv=master.kcv))
+                s.commit()
+    settings.recordings_dir.mkdir(parents=True, exist_ok=True)
+    ctx = CryptoContext(settings, master, field, EncryptedStore(settings.recordings_dir))
+    crypto_types.set_field_cipher(field)
+    return ctx
+
+
+# ------------------------------------------------------------------------------------- ingest
+@dataclass(frozen=True)
+class IngestResult:
+    recording_id: str
+    rel_path: str
+    sha256: str
+    plain_size: int
+    data_offset: int
+    data_size: int
+    created: bool  # False: already stored before (idempotent replay)
+
+
+def ingest_recording(session: Session, ctx: CryptoContext, recording_id: str, src_path: str | Path,
+                     expected_sha256: str | None = None, now: datetime | None = None) -> IngestResult:
+    """Encrypt ``src_path`` into the store and add the blob row (flushed, not committed). The source
+    file is left in place: remove it only after the commit (``on_recording_completed`` does)."""
+    rid = check_recording_id(recording_id)
+    existing = session.get(RecordingBlob, rid)
+    if existing is not None:
+        return IngestResult(rid, existing.rel_path, existing.sha256, existing.plain_size, existing.data_offset,
+                            existing.data_size, False)
+    src = Path(src_path)
+    if not src.is_file():
+        raise StorageError(f"recording {rid}: source file not found")
+    dek = crypto.generate_data_key()
+    result = ctx.store.put(rid, src, dek)
+    if expected_sha256 and expected_sha256 != result.sha256:
+        ctx.store.delete(rid)
+        raise IntegrityError(f"recording {rid}: file sha256 differs from the one recorded at completion")
+    with open(src, "rb") as f:
+        head = f.read(64 * 1024)
+    layout = wav_layout(head, result.plain_len)
+    rel = ctx.store.rel_path(rid)
+    blob = RecordingBlob(
+        recording_id=rid, rel_path=rel, wrapped_key=ctx.master.wrap(dek), master_kcv=ctx.master.kcv,
+        chunk_size=ctx.store.chunk_size, plain_size=result.plain_len, sha256=result.sha256,
+        data_offset=layout.data_offset, data_size=layout.data_size, stored_at=now or datetime.now(timezone.utc),
+    )
+    session.add(blob)
+    rec = session.get(Recording, rid)
+    if rec is not None:
+        rec.path = str(Path(ctx.settings.recordings_dir.name) / rel)
+        rec.sha256 = result.sha256
+        rec.size_bytes = result.plain_len
+    session.flush()
+    return IngestResult(rid, rel, result.sha256, result.plain_len, layout.data_offset, layout.data_size, True)
+
+
+def on_recording_completed(factory: sessionmaker, ctx: CryptoContext, event: Any, *,
+                           calendar: Callable | None = None, now: datetime | None = None) -> IngestResult | None:
+    """Handle a ``telephony.events.RecordingCompleted`` (or any object with ``recording_id``,
+    ``call_uuid``, ``path``, ``status``, ``kind``, ``sha256``, ``at``): encrypt, assign for review,
+    audit, commit; then delete the plain file. Safe to call again for the same recording."""
+    from hotline_api.services import audit, review
+
+    if getattr(event, "status", "") == "failed":
+        return None
+    completed_at = getattr(event, "at", None) or now or datetime.now(timezone.utc)
+    src = Path(event.path)
+    with factory() as s:
+        if s.get(RecordingBlob, event.recording_id) is None and not src.is_file():
+            raise StorageError(f"recording {event.recording_id}: completed file not found")
+        res = ingest_recording(s, ctx, event.recording_id, src, expected_sha256=getattr(event, "sha256", None) or None,
+                               now=now)
+        if res.created:
+            review.assign_at_completion(s, event.recording_id, call_id=getattr(event, "call_uuid", None),
+                                        kind=getattr(event, "kind", "call") or "call", completed_at=completed_at,
+                                        calendar=calendar, settings=ctx.settings)
+            audit.record(s, "recording.store", actor_name="system", object_type="recording",
+                         object_id=event.recording_id,
+                         detail={"sha256": res.sha256, "size": res.plain_size, "status": getattr(event, "status", None)})
+        try:
+            s.commit()
+        except Exception:
+            s.rollback()
+            if res.created:
+                ctx.store.delete(event.recording_id)
+            raise
+    if src.exists() and src.resolve() != ctx.store.path(event.recording_id).resolve():
+        src.unlink()
+    return res
+
+
+# --------------------------------------------------------------------------------------- read
+class PlainRecording:
+    """Decrypting reader over one recording (use as a context manager)."""
+
+    def __init__(self, blob: RecordingBlob, reader: crypto.EncryptedReader):
+        self.blob = blob
+        self.reader = reader
+
+    @property
+    def size(self) -> int:
+        return self.reader.size
+
+    @property
+    def sha256(self) -> str:
+        return self.blob.sha256
+
+    def iter_range(self, start: int, stop: int) -> Iterator[bytes]:
+        return self.reader.iter_range(start, stop)
+
+    def read(self, start: int, stop: int) -> bytes:
+        return self.reader.read(start, stop)
+
+    def read_all(self) -> bytes:
+        return self.reader.read_all(expected_sha256=self.blob.sha256)
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> "PlainRecording":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def get_blob(session: Session, recording_id: str) -> RecordingBlob:
+    try:
+        rid = check_recording_id(recording_id)
+    except BadRecordingId as e:
+        raise RecordingNotFound(str(e)) from None
+    blob = session.get(RecordingBlob, rid)
+    if blob is None:
+        raise RecordingNotFound(f"recording {rid} not found")
+    if blob.wrapped_key is None or blob.destroyed_at is not None:
+        raise RecordingPurged(f"recording {rid} was purged")
+    return blob
+
+
+def open_reader(session: Session, ctx: CryptoContext, recording_id: str) -> PlainRecording:
+    blob = get_blob(session, recording_id)
+    dek = ctx.data_key(blob)
+    try:
+        reader = ctx.store.open(blob.recording_id, dek)
+    except FileNotFoundError:
+        raise RecordingNotFound(f"recording {blob.recording_id}: encrypted file missing") from None
+    return PlainRecording(blob, reader)
+
+
+def stream_range(rec: PlainRecording, start: int, stop: int,
+                 on_done: Callable[[int, int], None] | None = None,
+                 piece_size: int = 256 * 1024) -> Iterator[bytes]:
+    """Yield plaintext [start, stop): the first chunk at once (first-byte latency), then pieces of
+    about ``piece_size`` (fewer hand-offs per byte in the HTTP server). ``on_done(start, end_sent)``
+    is called with what was actually delivered, i.e. pieces the consumer came back for after taking
+    them (also when the client goes away). A full read is checked against the sha256; on a mismatch
+    the stream ends with ``IntegrityError`` (the connection is aborted)."""
+    import hashlib
+
+    sent = start
+    full = start == 0 and stop == rec.size
+    digest = hashlib.sha256() if full else None
+    try:
+        buf: list[bytes] = []
+        buffered = 0
+        first = True
+        for piece in rec.iter_range(start, stop):
+            if digest is not None:
+                digest.update(piece)
+            buf.append(piece)
+            buffered += len(piece)
+            if first or buffered >= piece_size:
+                out = buf[0] if len(buf) == 1 else b"".join(buf)
+                buf, buffered, first = [], 0, False
+                yield out
+                sent += len(out)
+        if digest is not None and digest.hexdigest() != rec.sha256:
+            log.error("recording %s: integrity check failed on full read", rec.blob.recording_id)
+            raise IntegrityError(f"recording {rec.blob.recording_id}: sha256 mismatch")
+        if buf:
+            out = b"".join(buf)
+            yield out
+            sent += len(out)
+    finally:
+        rec.close()
+        if on_done is not None:
+            on_done(start, sent)
+
+
+@dataclass
+class AudioPlan:
+    """What the audio endpoint sends: status 200 (whole file) or 206 (a range), headers, and the
+    reader to stream from (``stream_range(plan.reader, plan.start, plan.stop, on_done=...)``)."""
+
+    reader: PlainRecording
+    start: int
+    stop: int
+    status: int
+    headers: dict[str, str]
+
+
+def plan_audio(session: Session, ctx: CryptoContext, recording_id: str, range_header: str | None) -> AudioPlan:
+    """Validate the id and the Range header against the stored size BEFORE opening anything, then
+    open the decrypting reader. Raises ``RecordingNotFound``/``RecordingPurged`` (404) or
+    ``RangeError`` (``.status``: 400 malformed, 416 out of bounds)."""
+    blob = get_blob(session, recording_id)
+    size = blob.plain_size
+    rng = parse_range(range_header, size)
+    reader = open_reader(session, ctx, recording_id)
+    start, stop = rng if rng is not None else (0, size)
+    headers = {"Accept-Ranges": "bytes", "Content-Length": str(stop - start), "Cache-Control": "no-store",
+               "Content-Type": "audio/wav"}
+    if rng is not None:
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    return AudioPlan(reader, start, stop, 206 if rng is not None else 200, headers)
+
+
+def verify_integrity(session: Session, ctx: CryptoContext, recording_id: str, now: datetime | None = None) -> str:
+    """Decrypt the whole recording and compare with the sha256 recorded at ingest. Returns the hash;
+    raises ``IntegrityError`` / ``TamperedError`` when it does not match."""
+    with open_reader(session, ctx, recording_id) as rec:
+        rec.reader.verify(rec.sha256)
+        rec.blob.verified_at = now or datetime.now(timezone.utc)
+        return rec.sha256
+
+
+# ------------------------------------------------------------------------------------ rotation
+@dataclass(frozen=True)
+class RotationResult:
+    old_kcv: str
+    new_kcv: str
+    rewrapped: int
+
+
+def prepare_rotation(ctx: CryptoContext, new_master: MasterKey | None = None) -> MasterKey:
+    """Step 1: write the new master key (file provider) and the re-wrapped field key beside the
+    current ones (``*.new``). Nothing switches yet."""
+    provider = key_provider(ctx.settings)
+    if isinstance(provider, FileKeyProvider):
+        new_master = new_master or MasterKey.generate()
+        provider.write_pending(new_master)
+    elif new_master is None:
+        raise StorageError("the master key comes from HOTLINE_MASTER_KEY: give the new key (--new-key-stdin)")
+    if new_master.kcv == ctx.master.kcv:
+        raise StorageError("the new master key equals the current one")
+    fk = field_key_file(ctx.settings)
+    fk.write_pending(new_master, fk.load(ctx.master))
+    return new_master
+
+
+def commit_rotation_db(factory: sessionmaker, ctx: CryptoContext, new_master: MasterKey, actor: Any = None,
+                       progress: Callable[[int, int], None] | None = None) -> int:
+    """Step 2: re-wrap every data key and record the new key check value, in one transaction."""
+    from hotline_api.services import audit
+
+    now = datetime.now(timezone.utc)
+    with factory() as s:
+        rows = s.execute(select(RecordingBlob.recording_id, RecordingBlob.wrapped_key)
+                         .where(RecordingBlob.wrapped_key.is_not(None))).all()
+        total = len(rows)
+        for i, (rid, wrapped) in enumerate(rows, 1):
+            dek = ctx.master.unwrap(wrapped)
+            s.execute(update(RecordingBlob).where(RecordingBlob.recording_id == rid)
+                      .values(wrapped_key=new_master.wrap(dek), master_kcv=new_master.kcv))
+            if progress and (i % 500 == 0 or i == total):
+                progress(i, total)
+        state = s.get(CryptoState, 1)
+        if state is None:
+            state = CryptoState(id=1, master_kcv=new_master.kcv)
+            s.add(state)
+        state.master_kcv, state.rotated_at = new_master.kcv, now
+        audit.record(s, "keys.rotate", actor=actor, actor_name=None if actor else "system", object_type="key",
+                     object_id=new_master.kcv, detail={"old_kcv": ctx.master.kcv, "new_kcv": new_master.kcv,
+                                                       "rewrapped": total})
+        s.commit()
+    return total
+
+
+def switch_rotation_files(settings: Settings) -> None:
+    """Step 3: switch the key files (atomic renames)."""
+    fk = field_key_file(settings)
+    if fk.pending_path.exists():
+        fk.commit_pending()
+    provider = key_provider(settings)
+    if isinstance(provider, FileKeyProvider) and provider.pending_path.exists():
+        provider.commit_pending()
+
+
+def rotate_master_key(settings: Settings, factory: sessionmaker, new_master: MasterKey | None = None,
+                      actor: Any = None, progress: Callable[[int, int], None] | None = None) -> RotationResult:
+    """Re-wrap all data keys and the field key with a new master key, without re-encrypting audio.
+    Crash-safe: before the database commit the old key stays valid (the ``.new`` files are
+    discarded at next start); after it, the next start completes the file switch."""
+    ctx = open_crypto(settings, factory, create=False)
+    new_master = prepare_rotation(ctx, new_master)
+    n = commit_rotation_db(factory, ctx, new_master, actor=actor, progress=progress)
+    switch_rotation_files(settings)
+    crypto_types.clear_cache()
+    open_crypto(settings, factory, create=False) if not settings.master_key else None
+    return RotationResult(ctx.master.kcv, new_master.kcv, n)
+
+
+def secure_unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
