@@ -1,0 +1,226 @@
+"""Draft cases, their corrections, registered cases with their history, reporter feedback,
+urgent alerts, deadlines, the working-day calendar's admin overrides and the per-year
+registration counter.
+
+Identity (reporter name/phone) lives only in ``Draft.fields_json`` / ``Case.fields_json`` and
+``Draft.caller_hash`` (a salted hash, never the number); governance masks/encrypts those columns.
+``transcript_id`` has no foreign key on purpose: the transcripts table belongs to a parallel
+migration branch.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Boolean, Date, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from hotline_api.db.base import Base, UTCDateTime, UUIDStr, new_uuid, utcnow
+
+DRAFT_STATUSES = ("draft", "registered", "discarded")
+CASE_STATUSES = ("registered", "handling", "closed", "archived")
+HANDLING_MODES = ("自办", "转办", "交办")
+
+
+class Draft(Base):
+    __tablename__ = "drafts"
+
+    id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_uuid)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    source: Mapped[str] = mapped_column(String(16), default="api")  # transcript / api / cli
+    recording_id: Mapped[str | None] = mapped_column(ForeignKey("recordings.id"), index=True)
+    transcript_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    call_id: Mapped[str | None] = mapped_column(ForeignKey("calls.id"), index=True)
+    caller_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    category: Mapped[str | None] = mapped_column(String(16), index=True)
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    real_name: Mapped[bool] = mapped_column(Boolean, default=False)
+    duplicate_hint: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the current (possibly corrected) draft document, and the machine's first version
+    fields_json: Mapped[str] = mapped_column(Text)
+    original_json: Mapped[str] = mapped_column(Text)
+    input_mode: Mapped[str | None] = mapped_column(String(8))  # turns / text
+    input_text: Mapped[str | None] = mapped_column(Text)  # the text evidence spans point into
+    case_id: Mapped[str | None] = mapped_column(String(36), index=True)
+
+    corrections: Mapped[list["DraftCorrection"]] = relationship(back_populates="draft", order_by="DraftCorrection.id")
+
+    __table_args__ = (Index("ix_drafts_created", "created_at"),)
+
+
+class DraftSubject(Base):
+    """Reported persons of a draft, indexed for duplicate search (toneless pinyin of the name)."""
+
+    __tablename__ = "draft_subjects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(32), default="")
+    name_pinyin: Mapped[str] = mapped_column(String(128), default="", index=True)
+    title: Mapped[str] = mapped_column(String(32), default="")
+    unit: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DraftLink(Base):
+    """A probable duplicate: this draft and an earlier draft (and its case, if registered)."""
+
+    __tablename__ = "draft_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
+    earlier_draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
+    earlier_case_id: Mapped[str | None] = mapped_column(String(36))
+    reason: Mapped[str] = mapped_column(String(16))  # same_subject / same_caller
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("draft_id", "earlier_draft_id", "reason", name="uq_draft_links_pair"),)
+
+
+class DraftCorrection(Base):
+    __tablename__ = "draft_corrections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
+    field: Mapped[str] = mapped_column(String(32))
+    old_json: Mapped[str | None] = mapped_column(Text)
+    new_json: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    draft: Mapped[Draft] = relationship(back_populates="corrections")
+
+
+class CaseSequence(Base):
+    """The last registration number handed out per year (updated inside the registering transaction)."""
+
+    __tablename__ = "case_sequences"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Case(Base):
+    __tablename__ = "cases"
+
+    id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_uuid)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    year: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="registered", index=True)
+    category: Mapped[str | None] = mapped_column(String(16), index=True)
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    real_name: Mapped[bool] = mapped_column(Boolean, default=False)
+    fields_json: Mapped[str] = mapped_column(Text)
+    received_on: Mapped[date] = mapped_column(Date)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    registered_by: Mapped[str] = mapped_column(String(64))
+    handling_mode: Mapped[str | None] = mapped_column(String(8))  # 自办 / 转办 / 交办
+    handling_unit: Mapped[str | None] = mapped_column(String(128))
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_on: Mapped[date | None] = mapped_column(Date)
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    result: Mapped[str | None] = mapped_column(Text)
+
+    events: Mapped[list["CaseEvent"]] = relationship(back_populates="case", order_by="CaseEvent.id")
+    deadlines: Mapped[list["CaseDeadline"]] = relationship(back_populates="case", order_by="CaseDeadline.id")
+    feedback: Mapped[list["ReporterFeedback"]] = relationship(back_populates="case", order_by="ReporterFeedback.id")
+
+    __table_args__ = (UniqueConstraint("year", "seq", name="uq_cases_year_seq"),)
+
+
+class CaseEvent(Base):
+    """History: who did what when, to a draft or a case."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    draft_id: Mapped[str | None] = mapped_column(ForeignKey("drafts.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    case: Mapped[Case | None] = relationship(back_populates="events")
+
+
+class CaseDeadline(Base):
+    __tablename__ = "case_deadlines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # acceptance_notice / result_feedback
+    start_on: Mapped[date] = mapped_column(Date)
+    due_on: Mapped[date] = mapped_column(Date, index=True)
+    working_days: Mapped[int] = mapped_column(Integer)
+    provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminded_soon_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reminded_overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    case: Mapped[Case] = relationship(back_populates="deadlines")
+
+    __table_args__ = (UniqueConstraint("case_id", "kind", name="uq_case_deadlines_kind"),)
+
+
+class DeadlineRule(Base):
+    """Configurable deadline rules (working days); defaults live in services.cases.DEFAULT_RULES."""
+
+    __tablename__ = "deadline_rules"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    working_days: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReporterFeedback(Base):
+    __tablename__ = "reporter_feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # notice_sent / result_sent / objection
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+
+    case: Mapped[Case] = relationship(back_populates="feedback")
+
+
+class UrgentAlert(Base):
+    __tablename__ = "urgent_alerts"
+
+    id: Mapped[str] = mapped_column(UUIDStr(), primary_key=True, default=new_uuid)
+    draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    kinds: Mapped[str] = mapped_column(String(128), default="")
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open / acknowledged
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    note: Mapped[str | None] = mapped_column(Text)
+    latency_s: Mapped[float | None] = mapped_column(Float)  # transcript -> alert
+
+
+class HolidayOverride(Base):
+    """Admin-entered calendar data: a holiday or a workday on a date. Rows with
+    ``official_schedule`` are the official holiday schedule of their year; once a year has them,
+    deadlines in that year are no longer provisional."""
+
+    __tablename__ = "holiday_overrides"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[date] = mapped_column(Date, unique=True)
+    year: Mapped[int] = mapped_column(Integer, index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # holiday / workday
+    official_schedule: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str | None] = mapped_column(String(255))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
