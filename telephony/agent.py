@@ -1,0 +1,538 @@
+"""The pjsua2 glue of one agent worker: endpoint, transports, account, calls, media.
+
+Thread discipline (enforced by :meth:`Agent._own`, which every pjsua2-touching method calls):
+
+* ONE thread owns every pjsua2 object. It is the thread that calls :meth:`Agent.run`: it creates
+  the Endpoint (``uaConfig.threadCnt = 0``, ``mainThreadOnly = True``), then loops on
+  ``libHandleEvents(10 ms)``; all SIP processing and pjsua2 callbacks happen inside that call, on
+  that thread. Calls, players, media ports and the account are created, used and destroyed there.
+* Other threads never touch pjsua2. They talk to the owner through :meth:`Agent.post` (a
+  thread-safe queue the loop drains each turn) or by setting the stop event. A pjsua2 callback
+  that arrives on another thread anyway is re-posted to the owner with plain values.
+* Exception: :meth:`_RecPort.onFrameReceived` runs on pjmedia's clock thread (the null sound
+  device's master clock that drives the conference bridge; checked on this build). It only reads
+  the frame it is given and appends its bytes to a deque (:class:`telephony.media.StereoMixer`):
+  no other pjsua2 object, no lock, no I/O. The :class:`telephony.media.RecordingWriter` thread
+  writes to disk, so the media clock never waits for the disk.
+* The SWIG bindings release the GIL inside C calls (``libHandleEvents`` included), so the media
+  thread's Python callbacks are not blocked by the owner's loop.
+
+Media: the conference bridge runs at ``clock_rate`` (16 kHz), mono, 20 ms frames. Per call, two
+:class:`_RecPort` sink ports: the caller's call media feeds port 0; the prompt player (later the
+operator leg) feeds port 1 and, in parallel, the caller. The two ports' frames are interleaved
+into the stereo recording.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pjsua2 as pj
+
+from telephony.admission import decide
+from telephony.config import PJSUA_MAX_CALLS, WorkerConfig
+from telephony.events import (CallAnswered, CallEnded, CallRejected, CallStarted, DtmfReceived, EventSink,
+                              FlowChanged, RecordingCompleted)
+from telephony.flow import CallFlow
+from telephony.media import RecordingWriter, StereoMixer
+from telephony.prompts import PromptSet, build_prompts
+from telephony.recorder import RecordingResult, SpoolRecorder
+from telephony.recovery import recover_spool, remove_call_marker, write_call_marker
+from telephony.sipmsg import ALLOWED_CODECS, header_uri, parse_request, uri_user
+
+log = logging.getLogger("telephony.agent")
+
+FRAME_MS = 20
+#: codec priorities: only these are offered/accepted (G.722 wide-band first)
+CODEC_PRIORITY = {"G722": 255, "PCMA": 254, "PCMU": 253}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _RecPort(pj.AudioMediaPort):
+    """A sink port of the bridge: each frame it receives goes to one channel of a mixer.
+    ``onFrameReceived`` runs on the media clock thread: it only copies bytes (see module doc)."""
+
+    def __init__(self, mixer: StereoMixer, channel: int) -> None:
+        super().__init__()
+        self.mixer = mixer
+        self.channel = channel
+
+    def onFrameReceived(self, frame) -> None:  # media clock thread
+        try:
+            if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
+                self.mixer.push(self.channel, bytes(frame.buf))
+            else:
+                self.mixer.push(self.channel, None)
+        except Exception:  # never raise into pjmedia
+            pass
+
+
+class _Account(pj.Account):
+    def __init__(self, agent: "Agent") -> None:
+        super().__init__()
+        self.agent = agent
+
+    def onIncomingCall(self, prm) -> None:
+        self.agent._on_incoming(self, prm)
+
+
+class _Call(pj.Call):
+    def __init__(self, agent: "Agent", acc: pj.Account, call_id: int) -> None:
+        super().__init__(acc, call_id)
+        self.agent = agent
+        self.ctx: CallCtx | None = None
+
+    def onCallState(self, prm) -> None:
+        self.agent._dispatch(self.agent._on_call_state, self)
+
+    def onCallMediaState(self, prm) -> None:
+        self.agent._dispatch(self.agent._on_media_state, self)
+
+    def onDtmfDigit(self, prm) -> None:
+        method = "sip_info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
+        self.agent._dispatch(self.agent._on_dtmf, self, str(prm.digit), method)
+
+
+@dataclass
+class CallCtx:
+    call_uuid: str
+    sip_call_id: str
+    call: _Call | None
+    started_mono: float
+    state: str = "incoming"  # incoming / answered / ended
+    answer_at: float = 0.0
+    answered_mono: float | None = None
+    answered_at: datetime | None = None
+    local_hangup: str = ""  # reason, when the hotline ended the call
+    flow: CallFlow | None = None
+    mixer: StereoMixer | None = None
+    recorder: SpoolRecorder | None = None
+    ports: list = field(default_factory=list)
+    player: Any = None
+    audio: Any = None  # the call's AudioMedia while media is up
+    pending: int = 0  # events still to emit before the call marker can go
+
+
+class _Control:
+    """:class:`telephony.flow.FlowControl` for one call (runs on the owner thread)."""
+
+    def __init__(self, agent: "Agent", ctx: CallCtx) -> None:
+        self.agent, self.ctx = agent, ctx
+
+    def play(self, prompt: str) -> float:
+        return self.agent._play(self.ctx, prompt)
+
+    def stop_playback(self) -> None:
+        self.agent._stop_player(self.ctx)
+
+    def hangup(self, reason: str) -> None:
+        self.agent._hangup(self.ctx, reason)
+
+    def state_changed(self, state: str, detail: str = "") -> None:
+        self.agent._emit(FlowChanged(self.ctx.call_uuid, state, utcnow(), detail))
+
+
+class Agent:
+    def __init__(self, cfg: WorkerConfig, sink: EventSink, stop_event: threading.Event | None = None) -> None:
+        self.cfg = cfg
+        self.sink = sink
+        self.stop_event = stop_event or threading.Event()
+        self._cmds: "queue.SimpleQueue[tuple[Callable, tuple]]" = queue.SimpleQueue()
+        self._owner: int | None = None
+        self._calls: dict[int, CallCtx] = {}  # pjsua call id -> ctx (calls not yet disconnected)
+        self._graveyard: list = []  # pjsua2 objects to delete on the next loop turn
+        self._finishing = 0  # recordings handed to the writer, completion not yet emitted
+        self.ep: pj.Endpoint | None = None
+        self.acc: _Account | None = None
+        self.writer = RecordingWriter()
+        self.spool_dir = Path(cfg.spool_dir)
+        self.recordings_dir = Path(cfg.recordings_dir)
+        self.prompts: PromptSet | None = None
+        self.ready = threading.Event()
+
+    # ------------------------------------------------------------------ thread discipline
+    def _own(self) -> None:
+        assert threading.get_ident() == self._owner, "pjsua2 used outside its owning thread"
+
+    def post(self, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` on the owning thread (thread-safe, never blocks)."""
+        self._cmds.put((fn, args))
+
+    def _dispatch(self, fn: Callable, *args) -> None:
+        if threading.get_ident() == self._owner:
+            fn(*args)
+        else:
+            self.post(fn, *args)
+
+    def _emit(self, event) -> None:
+        try:
+            self.sink.publish(event)
+        except Exception:
+            log.exception("event sink failed on %s", type(event).__name__)
+
+    # ------------------------------------------------------------------ life cycle
+    def run(self) -> None:
+        """Start, serve until the stop event is set, shut down gracefully. The calling thread
+        becomes the owner of every pjsua2 object."""
+        self._owner = threading.get_ident()
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        recovered = recover_spool(self.spool_dir, self.recordings_dir, self.sink, self.cfg.worker_id)
+        if recovered:
+            log.info("worker %s: recovered %d recording(s)", self.cfg.worker_id, len(recovered))
+        build_prompts(Path(self.cfg.prompts_dir))  # only the missing defaults
+        self.prompts = PromptSet(Path(self.cfg.prompts_dir), rate=self.cfg.clock_rate,
+                                 cache_dir=self.spool_dir / ".prompts")
+        self.writer.start()
+        self._start_endpoint()
+        self.ready.set()
+        log.info("worker %s: listening on %s:%d", self.cfg.worker_id, self.cfg.sip_host, self.cfg.sip_port)
+        try:
+            while not self.stop_event.is_set():
+                self._turn(10)
+        finally:
+            self._shutdown()
+
+    def _turn(self, ms: int) -> None:
+        self._own()
+        self.ep.libHandleEvents(ms)
+        while True:
+            try:
+                fn, args = self._cmds.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("posted command failed")
+        self._tick()
+        self._graveyard.clear()
+
+    def _start_endpoint(self) -> None:
+        self._own()
+        cfg = self.cfg
+        ep = pj.Endpoint()
+        ep.libCreate()
+        ec = pj.EpConfig()
+        ec.uaConfig.threadCnt = 0
+        ec.uaConfig.mainThreadOnly = True
+        ec.uaConfig.maxCalls = PJSUA_MAX_CALLS
+        ec.uaConfig.userAgent = "hotline12388"
+        ec.logConfig.level = cfg.pjsip_log_level
+        ec.logConfig.consoleLevel = cfg.pjsip_log_level
+        ec.medConfig.clockRate = cfg.clock_rate
+        ec.medConfig.sndClockRate = cfg.clock_rate
+        ec.medConfig.channelCount = 1
+        ec.medConfig.audioFramePtime = FRAME_MS
+        ec.medConfig.noVad = True
+        ec.medConfig.ecTailLen = 0
+        ep.libInit(ec)
+        self.ep = ep
+        tc = pj.TransportConfig()
+        tc.port = cfg.sip_port
+        tc.boundAddress = cfg.sip_host
+        if cfg.public_address:
+            tc.publicAddress = cfg.public_address
+        kinds = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP}
+        for t in cfg.transports:
+            ep.transportCreate(kinds[t.lower()], tc)
+        ep.libStart()
+        ep.audDevManager().setNullDev()
+        for ci in ep.codecEnum2():
+            name = ci.codecId.split("/")[0].upper()
+            ep.codecSetPriority(ci.codecId, CODEC_PRIORITY.get(name, 0))
+        ac = pj.AccountConfig()
+        host = cfg.public_address or cfg.sip_host
+        ac.idUri = f"sip:{cfg.hotline_number}@{host}:{cfg.sip_port}"
+        ac.mediaConfig.transportConfig.port = cfg.rtp_port
+        ac.mediaConfig.transportConfig.portRange = cfg.rtp_port_range
+        ac.mediaConfig.transportConfig.boundAddress = cfg.sip_host
+        if cfg.public_address:
+            ac.mediaConfig.transportConfig.publicAddress = cfg.public_address
+        acc = _Account(self)
+        acc.create(ac, True)
+        self.acc = acc
+
+    def _shutdown(self) -> None:
+        self._own()
+        log.info("worker %s: shutting down (%d call(s))", self.cfg.worker_id, len(self._calls))
+        for ctx in list(self._calls.values()):
+            self._hangup(ctx, "shutdown")
+        deadline = time.monotonic() + 3.0
+        while self._calls and time.monotonic() < deadline:
+            self._turn(10)
+        for ctx in list(self._calls.values()):  # the far end never answered our BYE
+            self._end_call(ctx, 0, "shutdown", force=True)
+        deadline = time.monotonic() + 15.0
+        while self._finishing and time.monotonic() < deadline:
+            self._turn(10)
+        self.writer.stop()
+        while True:
+            try:
+                fn, args = self._cmds.get_nowait()
+            except queue.Empty:
+                break
+            fn(*args)
+        self._graveyard.clear()
+        self._calls.clear()
+        self.prompts = None
+        gc.collect()  # pjsua2 objects must all be gone before libDestroy()
+        if self.acc is not None:
+            try:
+                self.acc.shutdown()
+            except Exception:
+                pass
+            self.acc = None
+        if self.ep is not None:
+            self.ep.libDestroy()
+            self.ep = None
+
+    # ------------------------------------------------------------------ incoming calls
+    def _on_incoming(self, acc: _Account, prm) -> None:
+        self._own()
+        raw = prm.rdata.wholeMsg
+        src = prm.rdata.srcAddress
+        req = parse_request(raw)
+        call = _Call(self, acc, prm.callId)
+        sip_call_id = req.header("call-id") or ""
+        active = sum(1 for c in self._calls.values() if c.state != "ended")
+        d = decide(src, req, trunk_allow=self.cfg.trunk_networks, trusted_proxies=self.cfg.proxy_networks,
+                   hotline_number=self.cfg.hotline_number, active_calls=active, max_calls=self.cfg.max_calls)
+        if not d.accepted:
+            log.info("rejected INVITE with %d %s", d.code, d.reason)
+            op = pj.CallOpParam()
+            op.statusCode = d.code
+            op.reason = d.reason
+            try:
+                call.hangup(op)
+            except pj.Error as e:
+                log.warning("reject failed: %s", e.info())
+            self._graveyard.append(call)
+            self._emit(CallRejected(sip_call_id, d.code, d.reason, self.cfg.worker_id, utcnow()))
+            return
+        now = time.monotonic()
+        ctx = CallCtx(call_uuid=str(uuid.uuid4()), sip_call_id=sip_call_id, call=call, started_mono=now,
+                      answer_at=now + max(0.0, self.cfg.answer_delay_s))
+        call.ctx = ctx
+        self._calls[prm.callId] = ctx
+        caller_uri = header_uri(req.header("from"))
+        started = utcnow()
+        write_call_marker(self.spool_dir, ctx.call_uuid, self.cfg.worker_id, started)
+        self._emit(CallStarted(call_uuid=ctx.call_uuid, sip_call_id=sip_call_id, caller_uri=caller_uri,
+                               caller_number=uri_user(caller_uri), dialled=req.request_user,
+                               worker_id=self.cfg.worker_id, at=started))
+        log.info("call %s: incoming", ctx.call_uuid)
+        op = pj.CallOpParam()
+        op.statusCode = 180
+        try:
+            call.answer(op)
+        except pj.Error as e:
+            log.warning("call %s: 180 failed: %s", ctx.call_uuid, e.info())
+        if self.cfg.answer_delay_s <= 0:
+            self._answer(ctx)
+
+    def _answer(self, ctx: CallCtx) -> None:
+        self._own()
+        if ctx.state != "incoming":
+            return
+        rate = self.cfg.clock_rate
+        spf = rate * FRAME_MS // 1000
+        rec_id = str(uuid.uuid4())
+        try:
+            recorder = SpoolRecorder(self.spool_dir, self.recordings_dir, rec_id, ctx.call_uuid, sample_rate=rate)
+        except Exception as e:
+            log.error("call %s: cannot start recording: %s", ctx.call_uuid, e)
+            op = pj.CallOpParam()
+            op.statusCode = 503
+            op.reason = "Recording Unavailable"
+            ctx.local_hangup = "recording_unavailable"
+            ctx.call.hangup(op)
+            return
+        mixer = StereoMixer(spf)
+        fmt = pj.MediaFormatAudio()
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, rate, 1, FRAME_MS * 1000, 16)
+        ports = []
+        for ch in (0, 1):
+            p = _RecPort(mixer, ch)
+            p.createPort(f"rec{ch}-{rec_id[:8]}", fmt)
+            ports.append(p)
+        ctx.mixer, ctx.recorder, ctx.ports = mixer, recorder, ports
+        self.writer.add(recorder, mixer)
+        op = pj.CallOpParam()
+        op.statusCode = 200
+        try:
+            ctx.call.answer(op)
+        except pj.Error as e:
+            log.warning("call %s: answer failed: %s", ctx.call_uuid, e.info())
+        ctx.state = "answered"
+        ctx.answered_mono = time.monotonic()
+        ctx.answered_at = utcnow()
+        ctx.flow = CallFlow(_Control(self, ctx), self.cfg.max_call_seconds)
+        self._emit(CallAnswered(ctx.call_uuid, ctx.answered_at, rec_id, str(recorder.path.resolve()), rate, 2))
+        log.info("call %s: answered, recording %s", ctx.call_uuid, rec_id)
+
+    # ------------------------------------------------------------------ call callbacks
+    def _on_call_state(self, call: _Call) -> None:
+        self._own()
+        ctx = call.ctx
+        if ctx is None:
+            return
+        try:
+            ci = call.getInfo()
+        except pj.Error:
+            return
+        if ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._end_call(ctx, ci.lastStatusCode, ci.lastReason)
+
+    def _on_media_state(self, call: _Call) -> None:
+        self._own()
+        ctx = call.ctx
+        if ctx is None or ctx.state != "answered":
+            return
+        try:
+            ci = call.getInfo()
+        except pj.Error:
+            return
+        for mi in ci.media:
+            if mi.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            if mi.status in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
+                             pj.PJSUA_CALL_MEDIA_LOCAL_HOLD):
+                try:
+                    am = call.getAudioMedia(mi.index)
+                except pj.Error:
+                    continue
+                # (Re)connect after answer, re-INVITE or hold: the recording goes on.
+                am.startTransmit(ctx.ports[0])
+                if ctx.player is not None:
+                    ctx.player.startTransmit(am)
+                ctx.audio = am
+                if ctx.flow is not None and ctx.flow.started_at is None:
+                    ctx.flow.start(time.monotonic())
+                break
+
+    def _on_dtmf(self, call: _Call, digit: str, method: str) -> None:
+        self._own()
+        ctx = call.ctx
+        if ctx is None or ctx.answered_mono is None or ctx.state == "ended":
+            return
+        now = time.monotonic()
+        self._emit(DtmfReceived(ctx.call_uuid, digit, utcnow(), round(now - ctx.answered_mono, 3), method))
+        if ctx.flow is not None:
+            ctx.flow.on_dtmf(digit, now)
+
+    # ------------------------------------------------------------------ media actions
+    def _play(self, ctx: CallCtx, name: str) -> float:
+        self._own()
+        self._stop_player(ctx)
+        prompt = self.prompts.get(name)
+        player = pj.AudioMediaPlayer()
+        player.createPlayer(str(prompt.path), pj.PJMEDIA_FILE_NO_LOOP)
+        player.startTransmit(ctx.ports[1])
+        if ctx.audio is not None:
+            player.startTransmit(ctx.audio)
+        ctx.player = player
+        return prompt.duration
+
+    def _stop_player(self, ctx: CallCtx) -> None:
+        self._own()
+        if ctx.player is not None:
+            player, ctx.player = ctx.player, None
+            del player  # the last reference: the player leaves the bridge now
+
+    def _hangup(self, ctx: CallCtx, reason: str) -> None:
+        self._own()
+        if ctx.state == "ended":
+            return
+        ctx.local_hangup = ctx.local_hangup or reason
+        op = pj.CallOpParam()
+        if ctx.state == "incoming":
+            op.statusCode = 503 if reason == "shutdown" else 480
+        try:
+            ctx.call.hangup(op)
+        except pj.Error as e:
+            log.warning("call %s: hangup failed: %s", ctx.call_uuid, e.info())
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for ctx in list(self._calls.values()):
+            if ctx.state == "incoming" and now >= ctx.answer_at:
+                self._answer(ctx)
+            elif ctx.state == "answered" and ctx.flow is not None:
+                ctx.flow.tick(now)
+                if ctx.flow.started_at is None and now - (ctx.answered_mono or now) > 5.0:
+                    ctx.flow.start(now)  # no media state callback: run the flow anyway
+
+    # ------------------------------------------------------------------ end of a call
+    def _end_call(self, ctx: CallCtx, code: int, reason: str, force: bool = False) -> None:
+        self._own()
+        if ctx.state == "ended":
+            return
+        was_answered = ctx.state == "answered"
+        ctx.state = "ended"
+        now = time.monotonic()
+        if ctx.flow is not None:
+            reached = ctx.flow.reached_reporting_state
+            ctx.flow.on_hangup(now)
+        else:
+            reached = False
+        self._stop_player(ctx)
+        ctx.audio = None
+        ports, ctx.ports = ctx.ports, []
+        del ports  # the ports leave the bridge now: no frame arrives after this point
+        if ctx.local_hangup:
+            by = "system" if ctx.local_hangup in ("shutdown", "recording_unavailable") else "hotline"
+            status = "ended"
+        elif not was_answered:
+            by = "caller" if code == 487 else "system"
+            status = "abandoned"
+        else:
+            by = "caller"
+            status = "ended" if reached else "abandoned"
+        self._emit(CallEnded(ctx.call_uuid, utcnow(), status, int(code or 0),
+                             (ctx.local_hangup or reason or "")[:255], by))
+        log.info("call %s: ended (%s, %s, by %s)", ctx.call_uuid, status, code, by)
+        for k, v in list(self._calls.items()):
+            if v is ctx:
+                del self._calls[k]
+        self._graveyard.append(ctx.call)
+        ctx.call.ctx = None
+        ctx.call = None  # no reference may outlive libDestroy()
+        if ctx.recorder is not None:
+            self._finishing += 1
+            rec = ctx.recorder
+            # Runs on the writer thread; the result comes back to this thread through post().
+            self.writer.finish(rec.recording_id,
+                               lambda res, err, c=ctx, r=rec: self.post(self._recording_done, c, r, res, err))
+        else:
+            remove_call_marker(self.spool_dir, ctx.call_uuid)
+
+    def _recording_done(self, ctx: CallCtx, rec: SpoolRecorder, res: RecordingResult | None, err: str) -> None:
+        self._finishing -= 1
+        if res is None:
+            ev = RecordingCompleted(rec.recording_id, ctx.call_uuid, str(rec.path.resolve()), "failed", 0.0,
+                                    rec.sample_rate, rec.channels, "", 0, at=utcnow(), extra={"error": err})
+        else:
+            extra = {"error": err} if err else {}
+            ev = RecordingCompleted(res.recording_id, ctx.call_uuid, res.path, res.status, res.duration,
+                                    res.sample_rate, res.channels, res.sha256, res.size_bytes, at=utcnow(),
+                                    extra=extra)
+        self._emit(ev)
+        log.info("recording %s: %s (%.1f s)", rec.recording_id, ev.status, ev.duration)
+        remove_call_marker(self.spool_dir, ctx.call_uuid)
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)

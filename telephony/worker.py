@@ -1,0 +1,78 @@
+"""Run one agent worker.
+
+As a library (the composition root wires its own sink, e.g. the database)::
+
+    from telephony.worker import run_worker, WorkerConfig
+    run_worker(WorkerConfig(...), sink, stop_event)   # blocks; the calling thread owns pjsua2
+
+As a process (tests, development)::
+
+    python -m telephony.worker --config worker.json --events events.jsonl
+
+``worker.json`` holds :class:`telephony.config.WorkerConfig` fields. Events are appended to the
+JSON-lines file (caller identity redacted). SIGTERM/SIGINT shut down gracefully: calls are hung
+up, recordings completed, events written. After SIGKILL, the next start recovers the spool.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from telephony.config import WorkerConfig
+from telephony.events import EventSink
+
+__all__ = ["run_worker", "WorkerConfig", "main"]
+
+
+def run_worker(cfg: WorkerConfig, sink: EventSink, stop_event: threading.Event | None = None,
+               ready: threading.Event | None = None) -> None:
+    """Serve calls until ``stop_event`` is set (blocks). Recovers the worker's spool first.
+
+    ``sink.publish`` is called on this thread and must not block (wrap a slow sink in
+    :class:`telephony.sinks.QueuedSink`). ``ready`` is set once the SIP transports listen."""
+    from telephony.agent import Agent
+
+    agent = Agent(cfg, sink, stop_event)
+    if ready is not None:
+        orig = agent.ready
+        agent.ready = ready
+        del orig
+    agent.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m telephony.worker", description="12388 SIP agent worker")
+    ap.add_argument("--config", required=True, help="WorkerConfig as JSON")
+    ap.add_argument("--events", required=True, help="append events to this JSON-lines file")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = WorkerConfig.from_json_file(args.config)
+    except (OSError, ValueError, TypeError) as e:
+        print(f"telephony.worker: bad config {args.config}: {e}", file=sys.stderr)
+        return 2
+    from telephony.sinks import JsonlSink
+
+    sink = JsonlSink(args.events)
+    stop = threading.Event()
+
+    def _stop(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    ready = threading.Event()
+    try:
+        run_worker(cfg, sink, stop, ready)
+    finally:
+        sink.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
