@@ -1,27 +1,124 @@
 """Composition root: the only place that wires telephony/, asr/ and recordings/ together with the
-database, the API and the scheduler."""
+database, the API and the scheduler.
+
+The chain of a call::
+
+    telephony worker --events--> CallStore (rows) --RecordingCompleted--> storage.on_recording_completed
+        (encrypt at rest, assign to the manager on duty, audit) --> transcription.enqueue (job)
+    ASR worker --TranscriptReady--> cases.on_transcript_completed (draft, duplicates, urgent alert)
+"""
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from hotline_api.core.config import Settings
 from hotline_api.db import migrate
+from hotline_api.db.session import session_factory
 
 log = logging.getLogger("hotline.wiring")
 
 
 def prepare(settings: Settings) -> None:
-    """Everything that must hold before any part starts: folders, schema, keys, prompts."""
+    """Everything that must hold before any part starts: folders, schema, keys, prompts.
+    A wrong master key stops here, before any data is touched."""
+    from hotline_api.services import storage
+    from telephony.prompts import build_prompts
+
     settings.ensure_dirs()
     migrate.upgrade(settings.db_url)
+    storage.open_crypto(settings, session_factory(settings.db_url))
+    build_prompts(settings.prompts_dir)
 
 
+def open_runtime(settings: Settings):
+    """(session factory, crypto context) for a part's process; installs log masking and the
+    field cipher so confidential columns are encrypted."""
+    from hotline_api.db.crypto_types import set_field_cipher
+    from hotline_api.services import masking, storage
+
+    factory = session_factory(settings.db_url)
+    ctx = storage.open_crypto(settings, factory)
+    set_field_cipher(storage.load_field_cipher(settings))
+    masking.install_log_masking()
+    return factory, ctx
+
+
+# ------------------------------------------------------------------------------ recording chain
+def recording_pipeline(factory: sessionmaker[Session], ctx, settings: Settings) -> Callable:
+    """The CallStore completion hook: encrypted ingest + review assignment, then transcription."""
+    from hotline_api.services import storage, transcription
+    from hotline_api.services.calendar import WorkCalendar
+
+    def on_completed(event) -> None:
+        if event.status == "failed":
+            log.error("recording %s failed in the agent; kept for inspection", event.recording_id)
+            return
+        with factory() as s:
+            calendar = WorkCalendar.from_db(s)
+        storage.on_recording_completed(factory, ctx, event, calendar=calendar.is_workday)
+        if event.status == "empty" or event.duration <= 0:
+            return
+        with factory() as s:
+            transcription.enqueue(s, event.recording_id, settings)
+            s.commit()
+
+    on_completed.__name__ = "recording_pipeline"
+    return on_completed
+
+
+def build_call_store(settings: Settings, factory: sessionmaker[Session], ctx):
+    from hotline_api.core.secrets import caller_hash, caller_salt
+    from hotline_api.services.call_store import CallStore
+
+    salt = caller_salt(settings)
+    store = CallStore(factory, hash_caller=lambda number: caller_hash(number, salt))
+    store.add_completion_hook(recording_pipeline(factory, ctx, settings))
+    return store
+
+
+def transcript_to_draft(factory: sessionmaker[Session], settings: Settings) -> Callable:
+    """ASR completion → draft case (duplicates, urgent alerts, deadlines)."""
+    from hotline_api.services import cases
+
+    def on_transcript(ready) -> None:
+        with factory() as s:
+            cases.on_transcript_completed(s, ready.recording_id, ready.transcript, settings=settings)
+            s.commit()
+
+    return on_transcript
+
+
+def decrypting_audio_opener(factory: sessionmaker[Session], ctx):
+    """Let the ASR stage read recordings through decrypting storage (never a plain copy on disk)."""
+    import contextlib
+
+    from hotline_api.services import storage, transcription
+
+    @contextlib.contextmanager
+    def opener(recording, settings):
+        with factory() as s:
+            try:
+                reader = storage.open_reader(s, ctx, recording.id)
+            except storage.RecordingNotFound:
+                reader = None
+        if reader is None:  # not (yet) in encrypted storage, e.g. an imported file
+            with transcription._open_plain_file(recording, settings) as fh:
+                yield fh
+            return
+        with reader:
+            yield transcription.RangeFile(reader.size, reader.read, name=f"<recording {recording.id}>")
+
+    return opener
+
+
+# ------------------------------------------------------------------------------------- parts
 def run_part(part: str, settings: Settings, stop: threading.Event) -> None:
-    runner = {"api": run_api}.get(part)
-    if runner is None:
-        raise RuntimeError(f"part {part!r} is not wired yet")
-    runner(settings, stop)
+    runners = {"api": run_api, "sip": run_sip, "worker": run_asr_worker, "scheduler": run_scheduler}
+    runners[part](settings, stop)
 
 
 def run_api(settings: Settings, stop: threading.Event) -> None:
@@ -29,6 +126,65 @@ def run_api(settings: Settings, stop: threading.Event) -> None:
 
     from hotline_api.api.main import create_app
 
+    open_runtime(settings)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.http_host, port=settings.http_port,
                                            log_level=settings.log_level.lower(), proxy_headers=False))
     server.run()
+
+
+def worker_config(settings: Settings, worker_id: str, port: int, behind_proxy: bool):
+    from telephony.config import WorkerConfig
+
+    return WorkerConfig(
+        worker_id=worker_id, sip_host=settings.sip_host, sip_port=port,
+        public_address=settings.sip_public_address, hotline_number=settings.hotline_number,
+        trunk_allow=settings.trunk_allow, trusted_proxies=["127.0.0.1/32"] if behind_proxy else [],
+        max_call_seconds=settings.max_call_seconds, spool_dir=str(settings.spool_dir / worker_id),
+        recordings_dir=str(settings.recordings_dir / "incoming"), prompts_dir=str(settings.prompts_dir),
+    )
+
+
+def run_sip_worker(settings: Settings, worker_id: str, port: int, behind_proxy: bool,
+                   stop: threading.Event) -> None:
+    """One pjsua2 agent worker with the database sink; this thread owns pjsua2."""
+    from hotline_api.services.call_store import QueuedSink
+    from telephony.worker import run_worker
+
+    factory, ctx = open_runtime(settings)
+    sink = QueuedSink(build_call_store(settings, factory, ctx), name=f"call-store-{worker_id}")
+    try:
+        run_worker(worker_config(settings, worker_id, port, behind_proxy), sink, stop)
+    finally:
+        sink.close()
+
+
+def run_sip(settings: Settings, stop: threading.Event) -> None:
+    """Single worker on the public port (development), or kamailio in front of a worker pool."""
+    if not settings.sip_use_kamailio:
+        run_sip_worker(settings, "w0", settings.sip_port, False, stop)
+        return
+    from hotline_api.sip_pool import run_pool
+
+    run_pool(settings, stop)
+
+
+def run_asr_worker(settings: Settings, stop: threading.Event) -> None:
+    from hotline_api.services import transcription
+
+    factory, ctx = open_runtime(settings)
+    transcription.set_audio_opener(decrypting_audio_opener(factory, ctx))
+    transcription.subscribe(transcript_to_draft(factory, settings))
+    worker = transcription.Worker(settings, threads=settings.asr_workers)
+    threading.Thread(target=lambda: (stop.wait(), worker.stop()), daemon=True).start()
+    worker.run()
+
+
+def run_scheduler(settings: Settings, stop: threading.Event) -> None:
+    from hotline_api.scheduler import build_scheduler
+
+    factory, _ctx = open_runtime(settings)
+    sched = build_scheduler(settings, factory)
+    sched.start()
+    log.info("scheduler started with %d jobs", len(sched.get_jobs()))
+    stop.wait()
+    sched.shutdown(wait=True)

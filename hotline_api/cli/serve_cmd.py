@@ -25,6 +25,29 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="run the service (SIP agent, API, ASR worker, scheduler)")
     p.add_argument("--only", default="", help="comma-separated parts to run: " + ",".join(PARTS))
     p.set_defaults(func=_serve)
+    w = sub.add_parser("sip-worker", help="one pjsua2 agent worker (started by `hotline serve` behind kamailio)")
+    w.add_argument("--worker-id", required=True)
+    w.add_argument("--port", type=int, required=True, help="loopback SIP port of this worker")
+    w.add_argument("--behind-proxy", action="store_true", help="trust X-Hotline-Source from kamailio on 127.0.0.1")
+    w.set_defaults(func=_sip_worker)
+
+
+def _install_stop_signals(stop: threading.Event) -> None:
+    def _on_signal(signum, _frame):
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
+def _sip_worker(args) -> int:
+    from hotline_api import wiring
+
+    stop = threading.Event()
+    _install_stop_signals(stop)
+    wiring.run_sip_worker(get_settings(), args.worker_id, args.port, args.behind_proxy, stop)
+    return 0
 
 
 def _parts(only: str) -> list[str]:
@@ -44,13 +67,7 @@ def _serve(args) -> int:
     parts = _parts(args.only)
     wiring.prepare(settings)  # dirs, migrations, keys check, prompts: fails fast before any part starts
     stop = threading.Event()
-
-    def _on_signal(signum, _frame):
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    _install_stop_signals(stop)
     if len(parts) == 1:
         wiring.run_part(parts[0], settings, stop)
         return 0

@@ -2,7 +2,8 @@
 
 ``publish`` is called on the agent's pjsua2 thread, so it only enqueues; a writer thread applies
 each event in its own transaction. Completion hooks (encrypted ingest, review assignment,
-transcription) run on the writer thread after a recording's row is final.
+transcription) run on the writer thread after the recording's row is committed, each with the
+``RecordingCompleted`` event; a failing hook is logged and does not stop the next one.
 
 Confidential fields (caller URI/number) are written to the DB only; log lines name the call by
 its random id.
@@ -22,7 +23,7 @@ from telephony import events as ev
 
 log = logging.getLogger(__name__)
 
-CompletionHook = Callable[[Session, Recording, ev.RecordingCompleted], None]
+CompletionHook = Callable[[ev.RecordingCompleted], None]
 
 _STOP = object()
 
@@ -53,6 +54,13 @@ class CallStore:
         with self.sessions() as s:
             handler(s, event)
             s.commit()
+        if isinstance(event, ev.RecordingCompleted):
+            for hook in self.completion_hooks:
+                try:
+                    hook(event)
+                except Exception:  # noqa: BLE001 - the row and the file are safe; later stages retry
+                    log.exception("completion hook %s failed for recording %s",
+                                  getattr(hook, "__name__", hook), event.recording_id)
 
     def _call(self, s: Session, call_uuid: str) -> Call:
         call = s.get(Call, call_uuid)
@@ -119,10 +127,7 @@ class CallStore:
         rec.completed_at = e.at
         if e.kind == "voicemail" and rec.call is not None:
             rec.call.channel = "voicemail"
-        s.flush()
         log.info("recording %s %s (%.1f s)", rec.id, e.status, e.duration)
-        for hook in self.completion_hooks:
-            hook(s, rec, e)
 
 
 class QueuedSink:

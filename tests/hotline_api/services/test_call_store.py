@@ -25,7 +25,7 @@ def _events(call="c-1", rec="r-1"):
 def test_events_make_a_complete_row(db):
     store = CallStore(db, hash_caller=lambda n: caller_hash(n, b"salt"))
     seen = []
-    store.add_completion_hook(lambda s, rec, e: seen.append((rec.id, rec.status)))
+    store.add_completion_hook(lambda e: seen.append((e.recording_id, e.status)))
     for e in _events():
         store.apply(e)
     with db() as s:
