@@ -7,9 +7,9 @@ BIN := $(VENV)/bin
 APT_PKGS := sip-tester baresip kamailio espeak-ng sox chromium libsndfile1 ca-certificates
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install apt venv run test test-fast bench clean prompts
+.PHONY: install apt venv run test test-fast bench clean
 
-install: apt venv prompts
+install: apt venv
 
 # Debian packages: installed only when one is missing (safe to run again).
 apt:
@@ -32,11 +32,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
-# Default Mandarin prompts (recording notice, beep, ...) are generated with espeak-ng, never downloaded.
-prompts: venv
-	$(BIN)/hotline prompts build
-
+# First start: keys (0600), schema, the default Mandarin prompts (espeak-ng, never downloaded) and
+# the first admin with a printed one-time password; then the service.
 run: install
+	$(BIN)/hotline keys init
+	$(BIN)/hotline db upgrade
+	$(BIN)/hotline prompts build
+	$(BIN)/hotline users bootstrap-admin --if-missing
 	$(BIN)/hotline serve
 
 test: install

@@ -6,6 +6,7 @@
 | case deadline reminders: due in 3 working days, overdue | daily 08:30 / 08:35 (Asia/Shanghai) |
 | retention purge (crypto-shredding) | daily 02:30 |
 | audit chain verification (logged; failure is an error) | daily 03:30 |
+| expired export bundles deleted | hourly |
 """
 from __future__ import annotations
 
@@ -49,5 +50,9 @@ def build_scheduler(settings: Settings, factory: sessionmaker[Session]) -> Backg
     sched.add_job(retention_job, "cron", hour=2, minute=30, args=[factory, settings], id="retention",
                   max_instances=1, coalesce=True)
     sched.add_job(audit_verify_job, "cron", hour=3, minute=30, args=[factory], id="audit_verify",
+                  max_instances=1, coalesce=True)
+    from hotline_api.services import exports
+
+    sched.add_job(exports.expire_exports, "interval", hours=1, args=[factory, settings], id="export_expiry",
                   max_instances=1, coalesce=True)
     return sched

@@ -126,8 +126,10 @@ def run_api(settings: Settings, stop: threading.Event) -> None:
 
     from hotline_api.api.main import create_app
 
-    open_runtime(settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.http_host, port=settings.http_port,
+    _factory, ctx = open_runtime(settings)
+    app = create_app(settings)
+    app.state.crypto = ctx
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                            log_level=settings.log_level.lower(), proxy_headers=False))
     server.run()
 

@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, (args.log_level or "INFO").upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         rc = args.func(args)
     except CliError as e:

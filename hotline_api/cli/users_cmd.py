@@ -29,6 +29,7 @@ def register(sub) -> None:
 
     boot = s.add_parser("bootstrap-admin", help="create the first admin and print a one-time password")
     boot.add_argument("--name", default="admin")
+    boot.add_argument("--if-missing", action="store_true", help="do nothing (exit 0) when an admin already exists")
     boot.set_defaults(func=_bootstrap)
 
     ls = s.add_parser("list", help="list users")
@@ -78,6 +79,9 @@ def _bootstrap(args) -> int:
 
     settings, factory = _factory()
     with factory() as s:
+        if args.if_missing and s.scalar(select(User).where(User.role == "admin").limit(1)) is not None:
+            print("an admin user exists already")
+            return 0
         try:
             user, pw = auth.bootstrap_admin(s, args.name, settings=settings)
         except auth.UserError as e:

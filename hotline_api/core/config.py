@@ -73,6 +73,9 @@ class Settings:
     review_deadline_workdays: int = 1  # designated staff: listen/store/organize by end of next working day
     review_listened_threshold: float = 0.9
     operator_view_hours: int = 24  # operators see the calls they handled for this long
+    import_max_mb: float = 200  # largest audio file accepted by POST /api/recordings/import
+    export_ttl_hours: float = 72  # an approved export bundle expires after this
+    export_max_objects: int = 50
     # Logging
     log_level: str = "INFO"
 

@@ -1,0 +1,43 @@
+"""The audit trail, for auditors only (everyone else: 404).
+
+* ``GET /api/audit?action=&actor=&object_id=&since=&until=&limit=&offset=``  newest first
+  (``action`` accepts ``*`` wildcards, e.g. ``recording.*``)
+* ``GET /api/audit/verify``  the hash chain's status: ``{"ok", "count", "head_seq", "head_hash", "problem"}``
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from hotline_api.api.deps import SessionDep
+from hotline_api.api.routes._common import AuditorUser
+from hotline_api.services import audit
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get("/audit")
+def search(session: SessionDep, user: AuditorUser,
+           action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.*]+$")] = None,
+           actor: Annotated[str | None, Query(max_length=64)] = None,
+           object_id: Annotated[str | None, Query(max_length=64)] = None,
+           since: datetime | None = None, until: datetime | None = None,
+           limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+    for name, v in (("since", since), ("until", until)):
+        if v is not None and v.tzinfo is None:
+            from fastapi import HTTPException
+
+            raise HTTPException(400, detail=f"{name} needs a time zone (e.g. 2026-03-01T00:00:00+08:00)")
+    q = audit.AuditQuery(action=action, actor_name=actor, object_id=object_id, since=since, until=until,
+                         limit=limit, offset=offset)
+    return {"items": audit.search(session, q), "limit": limit, "offset": offset}
+
+
+@router.get("/audit/verify")
+def verify(session: SessionDep, user: AuditorUser) -> dict:
+    r = audit.verify(session)
+    return {"ok": r.ok, "count": r.count, "head_seq": r.head_seq, "head_hash": r.head_hash,
+            "problem": None if r.problem is None else {"seq": r.problem.seq, "position": r.problem.position,
+                                                       "reason": r.problem.reason, "message": str(r.problem)}}
