@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PKGS := sip-tester baresip kamailio espeak-ng sox chromium libsndfile1 ca-certificates
+APT_PKGS := sip-tester baresip kamailio espeak-ng sox chromium fonts-noto-cjk libsndfile1 ca-certificates
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: install apt venv run test test-fast bench clean

@@ -81,6 +81,9 @@ def _authenticate(request: Request, session: Session, settings: Settings) -> Use
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="CSRF token missing or wrong")
         request.state.auth_via = "cookie"
     request.state.user = user
+    # End the session check's read transaction: a handler that then writes must not try to upgrade
+    # a stale SQLite snapshot (WAL answers "database is locked" at once when others committed).
+    session.commit()
     return user
 
 

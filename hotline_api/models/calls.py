@@ -36,7 +36,7 @@ class Call(Base):
     recordings: Mapped[list["Recording"]] = relationship(back_populates="call", order_by="Recording.created_at")
     dtmf: Mapped[list["DtmfEvent"]] = relationship(back_populates="call", order_by="DtmfEvent.offset_s")
 
-    __table_args__ = (Index("ix_calls_created", "created_at"),)
+    __table_args__ = (Index("ix_calls_created", "created_at", "channel", "status"),)
 
     @property
     def recording(self) -> "Recording | None":

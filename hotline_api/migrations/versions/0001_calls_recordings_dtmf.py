@@ -39,7 +39,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('calls', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_calls_caller_hash'), ['caller_hash'], unique=False)
-        batch_op.create_index('ix_calls_created', ['created_at'], unique=False)
+        batch_op.create_index('ix_calls_created', ['created_at', 'channel', 'status'], unique=False)
         batch_op.create_index(batch_op.f('ix_calls_sip_call_id'), ['sip_call_id'], unique=False)
 
     op.create_table('dtmf_events',

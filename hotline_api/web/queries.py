@@ -1,0 +1,540 @@
+"""Read-only queries for the console pages: paginated lists (indexed, LIMIT/OFFSET with a separate
+count) and the statistics dashboard's aggregations, done in SQL (GROUP BY) so that pages stay fast
+with 100k calls and 20k cases.
+
+Local days: timestamps are stored in UTC; days are bucketed in the configured time zone with the
+zone's UTC offset at the start of the period (exact for Asia/Shanghai, which has no DST).
+
+Access: lists of content (drafts, cases) apply ``services.access`` as SQL (a supervisor with a
+unit sees drafts/cases of recordings of that unit, and those without a recording; without a unit,
+everything). Case filters by issue type / place match a whole JSON string element of the case
+document. The dashboard shows aggregate counts (no content, no identity).
+"""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, Iterable
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, case, exists, func, literal, or_, select, text
+from sqlalchemy.orm import Session
+
+from hotline_api.models.calls import Call, Recording
+from hotline_api.models.cases import Case, CaseDeadline, Draft, UrgentAlert
+from hotline_api.models.governance import ReviewAlert, ReviewAssignment, User
+
+CALL_CHANNELS = ("call", "voicemail")
+CHANNEL_LABELS = {"call": "来电", "voicemail": "留言"}
+CASE_STATUS_LABELS = {"registered": "已受理", "handling": "办理中", "closed": "已了结", "archived": "已归档"}
+DRAFT_STATUS_LABELS = {"draft": "待审核", "registered": "已受理", "discarded": "已作废"}
+DEADLINE_KIND_LABELS = {"acceptance_notice": "受理告知", "result_feedback": "结果反馈"}
+FEEDBACK_LABELS = {"notice_sent": "已发送受理告知", "result_sent": "已反馈处理结果", "objection": "举报人提出异议"}
+DEADLINE_STATES = {"overdue": "已逾期", "due_soon": "3个工作日内到期", "open": "有未完成期限", "none": "无未完成期限"}
+
+
+# ------------------------------------------------------------------------------------- time
+def tz_of(settings: Any) -> ZoneInfo:
+    return ZoneInfo(getattr(settings, "timezone", None) or "Asia/Shanghai")
+
+
+def local_range_utc(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """[start, end) local days as UTC datetimes."""
+    a = datetime.combine(start, time(0), tzinfo=tz).astimezone(timezone.utc)
+    b = datetime.combine(end, time(0), tzinfo=tz).astimezone(timezone.utc)
+    return a, b
+
+
+def _offset_minutes(tz: ZoneInfo, at: date) -> int:
+    off = datetime.combine(at, time(12), tzinfo=tz).utcoffset() or timedelta(0)
+    return int(off.total_seconds() // 60)
+
+
+def local_day_expr(session: Session, column, offset_minutes: int):
+    """SQL expression: the local calendar day of a UTC timestamp column, as 'YYYY-MM-DD' text."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        return func.strftime("%Y-%m-%d", column, f"{offset_minutes:+d} minutes")
+    if dialect == "postgresql":
+        return func.to_char(column + text(f"interval '{offset_minutes} minutes'"), "YYYY-MM-DD")
+    return func.date(column)  # other backends: UTC days
+
+
+# --------------------------------------------------------------------------------- paging
+@dataclass
+class PageResult:
+    items: list[Any]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+
+def _paged(session: Session, stmt, page: int, per_page: int, count_stmt=None) -> PageResult:
+    per_page = max(1, min(per_page, 200))
+    page = max(1, page)
+    if count_stmt is None:
+        count_stmt = select(func.count()).select_from(stmt.order_by(None).subquery())
+    total = session.execute(count_stmt).scalar_one()
+    rows = session.execute(stmt.limit(per_page).offset((page - 1) * per_page)).all()
+    return PageResult(rows, total, page, per_page)
+
+
+# ---------------------------------------------------------------------------------- access
+def draft_visible_clause(user: User, settings: Any = None):
+    """SQL over ``Draft``: the drafts a supervisor may see (``services.access.can_see_draft``)."""
+    from hotline_api.services import access
+
+    if user.role != "supervisor":
+        return literal(False)
+    if not user.unit:
+        return literal(True)
+    return or_(Draft.recording_id.is_(None), Draft.recording_id.in_(access.visible_recording_ids(user, settings=settings)))
+
+
+# ----------------------------------------------------------------------------- review queue
+@dataclass
+class QueueItem:
+    assignment: ReviewAssignment
+    recording: Recording
+    call: Call | None
+
+    @property
+    def overdue(self) -> bool:
+        return self.assignment.completed_at is None and datetime.now(timezone.utc) > self.assignment.due_at
+
+
+def review_queue(session: Session, user: User, done: bool = False, page: int = 1, per_page: int = 25) -> PageResult:
+    """The recording manager's assigned items: open ones by deadline (overdue first), or the done ones."""
+    stmt = (select(ReviewAssignment, Recording, Call)
+            .join(Recording, Recording.id == ReviewAssignment.recording_id)
+            .outerjoin(Call, Call.id == Recording.call_id)
+            .where(ReviewAssignment.manager_id == user.id))
+    if done:
+        stmt = stmt.where(ReviewAssignment.completed_at.is_not(None)).order_by(ReviewAssignment.completed_at.desc())
+    else:
+        stmt = stmt.where(ReviewAssignment.completed_at.is_(None)).order_by(ReviewAssignment.due_at, ReviewAssignment.assigned_at)
+    count = select(func.count(ReviewAssignment.id)).where(
+        ReviewAssignment.manager_id == user.id,
+        ReviewAssignment.completed_at.is_not(None) if done else ReviewAssignment.completed_at.is_(None))
+    res = _paged(session, stmt, page, per_page, count)
+    res.items = [QueueItem(a, r, c) for a, r, c in res.items]
+    return res
+
+
+def review_counts(session: Session, user: User, now: datetime | None = None) -> dict[str, int]:
+    now = now or datetime.now(timezone.utc)
+    row = session.execute(select(
+        func.count(ReviewAssignment.id),
+        func.sum(case((ReviewAssignment.due_at < now, 1), else_=0)),
+        func.sum(case((ReviewAssignment.listened_at.is_not(None), 1), else_=0)),
+    ).where(ReviewAssignment.manager_id == user.id, ReviewAssignment.completed_at.is_(None))).one()
+    return {"open": row[0] or 0, "overdue": int(row[1] or 0), "listened": int(row[2] or 0)}
+
+
+# ----------------------------------------------------------------------------------- drafts
+def drafts_page(session: Session, user: User, status: str = "draft", page: int = 1, per_page: int = 25,
+                urgent_only: bool = False) -> PageResult:
+    stmt = select(Draft).where(Draft.status == status, draft_visible_clause(user))
+    if urgent_only:
+        stmt = stmt.where(Draft.urgent.is_(True))
+    stmt = stmt.order_by(Draft.urgent.desc(), Draft.received_at.desc())
+    return _paged(session, stmt, page, per_page)
+
+
+# ------------------------------------------------------------------------------------ cases
+@dataclass
+class CaseFilters:
+    status: str | None = None
+    category: str | None = None
+    issue_type: str | None = None
+    place: str | None = None
+    deadline: str | None = None  # overdue / due_soon / open / none
+    number: str | None = None
+
+    def as_query(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+def _json_contains(column, value: str):
+    """``column`` (JSON text) contains the string ``value`` as a JSON string (exact element match)."""
+    token = json.dumps(value, ensure_ascii=False)
+    escaped = token.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(f"%{escaped}%", escape="\\")
+
+
+def cases_page(session: Session, user: User, f: CaseFilters, today: date, soon_until: date, page: int = 1,
+               per_page: int = 25) -> PageResult:
+    """Cases newest first, filtered. ``soon_until`` is the date of the 3rd working day after today."""
+    stmt = select(Case)
+    conds = []
+    if user.unit:
+        conds.append(exists(select(Draft.id).where(Draft.id == Case.draft_id, draft_visible_clause(user))))
+    if f.status:
+        conds.append(Case.status == f.status)
+    if f.category:
+        conds.append(Case.category == f.category)
+    if f.number:
+        conds.append(Case.number.like(f"%{f.number.strip()[:32]}%"))
+    if f.issue_type:
+        conds.append(_json_contains(Case.fields_json, f.issue_type))
+    if f.place:
+        conds.append(_json_contains(Case.fields_json, f.place.strip()[:64]))
+    open_dl = select(CaseDeadline.id).where(CaseDeadline.case_id == Case.id, CaseDeadline.done_at.is_(None))
+    if f.deadline == "overdue":
+        conds.append(exists(open_dl.where(CaseDeadline.due_on < today)))
+    elif f.deadline == "due_soon":
+        conds.append(exists(open_dl.where(CaseDeadline.due_on >= today, CaseDeadline.due_on <= soon_until)))
+        conds.append(~exists(open_dl.where(CaseDeadline.due_on < today)))
+    elif f.deadline == "open":
+        conds.append(exists(open_dl))
+    elif f.deadline == "none":
+        conds.append(~exists(open_dl))
+    if conds:
+        stmt = stmt.where(and_(*conds))
+    stmt = stmt.order_by(Case.registered_at.desc(), Case.seq.desc())
+    res = _paged(session, stmt, page, per_page)
+    cases = [r[0] for r in res.items]
+    ids = [c.id for c in cases]
+    deadlines: dict[str, list[CaseDeadline]] = {}
+    if ids:
+        for dl in session.execute(select(CaseDeadline).where(CaseDeadline.case_id.in_(ids), CaseDeadline.done_at.is_(None))
+                                  .order_by(CaseDeadline.due_on)).scalars():
+            deadlines.setdefault(dl.case_id, []).append(dl)
+    res.items = [(c, json.loads(c.fields_json or "{}"), deadlines.get(c.id, [])) for c in cases]
+    return res
+
+
+# ----------------------------------------------------------------------------------- alerts
+def open_urgent_alerts(session: Session, limit: int = 100) -> list[tuple[UrgentAlert, Draft]]:
+    return list(session.execute(select(UrgentAlert, Draft).join(Draft, Draft.id == UrgentAlert.draft_id)
+                                .where(UrgentAlert.status == "open").order_by(UrgentAlert.created_at).limit(limit)).all())
+
+
+def recent_acknowledged_alerts(session: Session, limit: int = 20) -> list[tuple[UrgentAlert, Draft]]:
+    return list(session.execute(select(UrgentAlert, Draft).join(Draft, Draft.id == UrgentAlert.draft_id)
+                                .where(UrgentAlert.status != "open").order_by(UrgentAlert.acknowledged_at.desc())
+                                .limit(limit)).all())
+
+
+def open_review_alerts(session: Session, user: User, limit: int = 100) -> list[ReviewAlert]:
+    stmt = select(ReviewAlert).where(ReviewAlert.acknowledged_at.is_(None))
+    if user.unit:
+        stmt = stmt.where(or_(ReviewAlert.unit == user.unit, ReviewAlert.unit.is_(None)))
+    return list(session.execute(stmt.order_by(ReviewAlert.created_at).limit(limit)).scalars())
+
+
+def alert_counts(session: Session, user: User) -> dict[str, int]:
+    urgent = session.execute(select(func.count(UrgentAlert.id)).where(UrgentAlert.status == "open")).scalar_one()
+    stmt = select(func.count(ReviewAlert.id)).where(ReviewAlert.acknowledged_at.is_(None))
+    if user.unit:
+        stmt = stmt.where(or_(ReviewAlert.unit == user.unit, ReviewAlert.unit.is_(None)))
+    return {"urgent": urgent, "review": session.execute(stmt).scalar_one()}
+
+
+# --------------------------------------------------------------------------- operator calls
+def operator_ids(session: Session, user: User) -> list[str]:
+    """The ids a call's ``operator_id`` may carry for this user: the user id, and the id of the
+    user's operator profile (``operators.id``, which the routing writes)."""
+    ids = [user.id]
+    try:
+        from hotline_api.services import operators as ops
+
+        op = ops.get_for_user(session, user.id)
+        if op is not None:
+            ids.append(op.id)
+    except Exception:  # noqa: BLE001 - operators tables absent
+        session.rollback()
+    return ids
+
+
+def operator_may_see(session: Session, user: User, call: Call, hours: float, now: datetime | None = None) -> bool:
+    if user.role != "operator" or call.operator_id not in operator_ids(session, user):
+        return False
+    now = now or datetime.now(timezone.utc)
+    ended = call.ended_at or call.answered_at or call.created_at
+    return ended is not None and ended >= now - timedelta(hours=hours)
+
+
+def operator_calls(session: Session, user: User, hours: float, now: datetime | None = None, page: int = 1,
+                   per_page: int = 25) -> PageResult:
+    """Calls the operator handled that ended (or started) within the allowed window."""
+    now = now or datetime.now(timezone.utc)
+    since = now - timedelta(hours=hours)
+    stmt = (select(Call, Recording).outerjoin(Recording, Recording.call_id == Call.id)
+            .where(Call.operator_id.in_(operator_ids(session, user)),
+                   func.coalesce(Call.ended_at, Call.answered_at, Call.created_at) >= since)
+            .order_by(Call.created_at.desc()))
+    return _paged(session, stmt, page, per_page)
+
+
+# ----------------------------------------------------------------------------- statistics
+@dataclass
+class Series:
+    labels: list[str]
+    values: dict[str, list[int]]  # series name -> values aligned with labels
+
+    def total(self, name: str | None = None) -> int:
+        if name is not None:
+            return sum(self.values.get(name, []))
+        return sum(sum(v) for v in self.values.values())
+
+
+@dataclass
+class ComplianceAgg:
+    manager: str
+    assigned: int = 0
+    done_on_time: int = 0
+    late: int = 0
+    open: int = 0
+    overdue_open: int = 0
+
+    @property
+    def on_time_rate(self) -> float | None:
+        return self.done_on_time / self.assigned if self.assigned else None
+
+
+@dataclass
+class Dashboard:
+    start: date
+    end: date  # exclusive
+    granularity: str
+    calls: Series
+    calls_total: int
+    calls_by_channel: dict[str, int]
+    calls_by_status: dict[str, int]
+    cases_total: int
+    cases_by_period: Series
+    by_category: list[tuple[str, int]]
+    by_issue_type: list[tuple[str, int]]
+    by_place: list[tuple[str, int]]
+    by_status: list[tuple[str, int]]
+    real_name: int
+    urgent: int
+    duplicates: int
+    drafts_total: int
+    drafts_pending: int
+    compliance: list[ComplianceAgg] = field(default_factory=list)
+    compliance_total: ComplianceAgg | None = None
+
+    @property
+    def real_name_ratio(self) -> float | None:
+        return self.real_name / self.cases_total if self.cases_total else None
+
+    @property
+    def duplicate_ratio(self) -> float | None:
+        return self.duplicates / self.cases_total if self.cases_total else None
+
+
+def pick_granularity(start: date, end: date) -> str:
+    days = (end - start).days
+    if days <= 62:
+        return "day"
+    if days <= 200:
+        return "week"
+    return "month"
+
+
+def _bucket_key(day: date, granularity: str) -> date:
+    if granularity == "week":
+        return day - timedelta(days=day.weekday())
+    if granularity == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _bucket_label(key: date, granularity: str) -> str:
+    if granularity == "week":
+        return f"{key.month}/{key.day} 周"
+    if granularity == "month":
+        return f"{key.year}-{key.month:02d}"
+    return f"{key.month}/{key.day}"
+
+
+def _buckets(start: date, end: date, granularity: str) -> "OrderedDict[date, int]":
+    out: OrderedDict[date, int] = OrderedDict()
+    d = start
+    while d < end:
+        k = _bucket_key(d, granularity)
+        if k not in out:
+            out[k] = len(out)
+        d += timedelta(days=1)
+    return out
+
+
+def _series_from_days(day_counts: Iterable[tuple[str, str, int]], names: Iterable[str], start: date, end: date,
+                      granularity: str) -> Series:
+    buckets = _buckets(start, end, granularity)
+    names = list(names)
+    values = {n: [0] * len(buckets) for n in names}
+    for day_s, name, n in day_counts:
+        if day_s is None:
+            continue
+        d = date.fromisoformat(str(day_s)[:10])
+        if not (start <= d < end):
+            continue
+        key = name if name in values else names[0]
+        values[key][buckets[_bucket_key(d, granularity)]] += int(n)
+    return Series([_bucket_label(k, granularity) for k in buckets], values)
+
+
+def _json_array_counts(session: Session, key: str, where_sql: str, params: dict, limit: int | None = None
+                       ) -> list[tuple[str, int]]:
+    """Counts of the elements of the JSON array ``fields_json.<key>`` over the cases matching ``where_sql``."""
+    dialect = session.get_bind().dialect.name
+    lim = f" LIMIT {int(limit)}" if limit else ""
+    if dialect == "sqlite":
+        sql = (f"SELECT j.value AS v, COUNT(*) AS n FROM cases, json_each(cases.fields_json, '$.{key}') AS j "
+               f"WHERE {where_sql} GROUP BY j.value ORDER BY n DESC, v{lim}")
+    elif dialect == "postgresql":
+        sql = (f"SELECT v, COUNT(*) AS n FROM cases, jsonb_array_elements_text((cases.fields_json::jsonb)->'{key}') AS v "
+               f"WHERE {where_sql} GROUP BY v ORDER BY n DESC, v{lim}")
+    else:  # portable fallback: parse in Python
+        counts: dict[str, int] = {}
+        for (fj,) in session.execute(text(f"SELECT fields_json FROM cases WHERE {where_sql}"), params):
+            for v in (json.loads(fj or "{}").get(key) or []):
+                counts[v] = counts.get(v, 0) + 1
+        items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return items[:limit] if limit else items
+    return [(str(v), int(n)) for v, n in session.execute(text(sql), params) if v not in (None, "")]
+
+
+def compliance_agg(session: Session, start_utc: datetime, end_utc: datetime, now: datetime | None = None
+                   ) -> tuple[list[ComplianceAgg], ComplianceAgg]:
+    """Review compliance of items assigned in [start_utc, end_utc), per manager (same counting as
+    ``services.review.compliance_report``, in one GROUP BY)."""
+    now = now or datetime.now(timezone.utc)
+    a = ReviewAssignment
+    done = a.completed_at.is_not(None)
+    stmt = (select(a.manager_id, func.count(a.id),
+                   func.sum(case((and_(done, a.completed_at <= a.due_at), 1), else_=0)),
+                   func.sum(case((and_(done, a.completed_at > a.due_at), 1), else_=0)),
+                   func.sum(case((a.completed_at.is_(None), 1), else_=0)),
+                   func.sum(case((and_(a.completed_at.is_(None), a.due_at < now), 1), else_=0)))
+            .where(a.assigned_at >= start_utc, a.assigned_at < end_utc).group_by(a.manager_id))
+    rows = session.execute(stmt).all()
+    ids = [r[0] for r in rows if r[0]]
+    names = {u.id: (u.display_name or u.username) for u in session.execute(select(User).where(User.id.in_(ids))).scalars()} if ids else {}
+    out = []
+    total = ComplianceAgg("合计")
+    for mid, n, ok, late, open_, over in rows:
+        row = ComplianceAgg(names.get(mid, "（未分配）"), int(n), int(ok or 0), int(late or 0), int(open_ or 0), int(over or 0))
+        out.append(row)
+        for k in ("assigned", "done_on_time", "late", "open", "overdue_open"):
+            setattr(total, k, getattr(total, k) + getattr(row, k))
+    out.sort(key=lambda r: r.manager)
+    return out, total
+
+
+def dashboard(session: Session, start: date, end: date, settings: Any = None, granularity: str | None = None,
+              now: datetime | None = None, totals_only: bool = False) -> Dashboard:
+    """All dashboard figures for local days [start, end). ``totals_only``: only the totals (calls by
+    channel and status, cases, real name, urgent, duplicates), e.g. for the previous period of a
+    report; the breakdowns stay empty."""
+    tz = tz_of(settings)
+    granularity = granularity or pick_granularity(start, end)
+    a_utc, b_utc = local_range_utc(start, end, tz)
+    off = _offset_minutes(tz, start)
+    # calls by local day and channel (index on calls.created_at)
+    day = local_day_expr(session, Call.created_at, off)
+    # one pass over the period's calls: by local day, channel and status
+    rows = session.execute(select(day, Call.channel, Call.status, func.count())
+                           .where(Call.created_at >= a_utc, Call.created_at < b_utc)
+                           .group_by(day, Call.channel, Call.status)).all()
+    calls = _series_from_days(((d, c if c in CALL_CHANNELS else "call", n) for d, c, _, n in rows),
+                              CALL_CHANNELS, start, end, granularity)
+    by_channel = {c: calls.total(c) for c in CALL_CHANNELS}
+    by_status: dict[str, int] = {}
+    for _, _, st, n in rows:
+        by_status[st or ""] = by_status.get(st or "", 0) + int(n)
+    # cases received in the period
+    in_period = and_(Case.received_on >= start, Case.received_on < end)
+    crow = session.execute(select(func.count(Case.id), func.sum(case((Case.real_name.is_(True), 1), else_=0)),
+                                  func.sum(case((Case.urgent.is_(True), 1), else_=0))).where(in_period)).one()
+    cases_total, real_name, urgent = int(crow[0] or 0), int(crow[1] or 0), int(crow[2] or 0)
+    duplicates = session.execute(select(func.count(Case.id)).join(Draft, Draft.id == Case.draft_id)
+                                 .where(in_period, Draft.duplicate_hint.is_(True))).scalar_one()
+    # categories, statuses and days of the period's cases in one GROUP BY
+    crows = [] if totals_only else session.execute(
+        select(Case.received_on, Case.category, Case.status, func.count()).where(in_period)
+        .group_by(Case.received_on, Case.category, Case.status)).all()
+    cat_count: dict[str | None, int] = {}
+    st_count: dict[str, int] = {}
+    day_count: dict[Any, int] = {}
+    for d_, cat, st, n in crows:
+        cat_count[cat] = cat_count.get(cat, 0) + n
+        st_count[st] = st_count.get(st, 0) + n
+        day_count[d_] = day_count.get(d_, 0) + n
+    cat_rows = sorted(cat_count.items(), key=lambda kv: (-kv[1], kv[0] or ""))
+    st_rows = list(st_count.items())
+    case_days = list(day_count.items())
+    cases_series = _series_from_days(((d.isoformat() if hasattr(d, "isoformat") else d, "cases", n) for d, n in case_days),
+                                     ["cases"], start, end, granularity)
+    where_sql, params = "cases.received_on >= :s AND cases.received_on < :e", {"s": start, "e": end}
+    if totals_only:
+        by_issue, by_place, drow, (comp, comp_total) = [], [], (0, 0), ([], None)
+    else:
+        by_issue = _json_array_counts(session, "issue_types", where_sql, params)
+        by_place = _json_array_counts(session, "places", where_sql, params, limit=15)
+        drow = session.execute(select(func.count(Draft.id), func.sum(case((Draft.status == "draft", 1), else_=0)))
+                               .where(Draft.received_at >= a_utc, Draft.received_at < b_utc)).one()
+        comp, comp_total = compliance_agg(session, a_utc, b_utc, now)
+    return Dashboard(
+        start=start, end=end, granularity=granularity, calls=calls, calls_total=sum(by_channel.values()),
+        calls_by_channel=by_channel, calls_by_status=by_status,
+        cases_total=cases_total, cases_by_period=cases_series,
+        by_category=[(c or "（未分类）", int(n)) for c, n in cat_rows], by_issue_type=by_issue, by_place=by_place,
+        by_status=[(CASE_STATUS_LABELS.get(s, s), int(n)) for s, n in st_rows], real_name=real_name, urgent=urgent,
+        duplicates=int(duplicates), drafts_total=int(drow[0] or 0), drafts_pending=int(drow[1] or 0),
+        compliance=comp, compliance_total=comp_total,
+    )
+
+
+# ----------------------------------------------------------------------------- periods
+def parse_period(period: str | None, today: date) -> tuple[date, date, str]:
+    """'2026-03' (month), '2026-Q1' (quarter), '2026' (year), 'YYYY-MM-DD..YYYY-MM-DD' (inclusive)
+    -> (start, end exclusive, label). Default: the current month."""
+    p = (period or "").strip().upper()
+    try:
+        if ".." in p:
+            a, b = p.split("..", 1)
+            s, e = date.fromisoformat(a), date.fromisoformat(b)
+            if e < s or (e - s).days > 3660:
+                raise ValueError
+            return s, e + timedelta(days=1), f"{s.isoformat()} 至 {e.isoformat()}"
+        if len(p) == 7 and p[4] == "-" and p[5] == "Q":
+            y, q = int(p[:4]), int(p[6])
+            if not 1 <= q <= 4:
+                raise ValueError
+            s = date(y, 3 * q - 2, 1)
+            e = date(y + (q == 4), (3 * q) % 12 + 1, 1)
+            return s, e, f"{y}年第{'一二三四'[q - 1]}季度"
+        if len(p) == 7 and p[4] == "-":
+            y, m = int(p[:4]), int(p[5:])
+            s = date(y, m, 1)
+            return s, date(y + (m == 12), m % 12 + 1, 1), f"{y}年{m}月"
+        if len(p) == 4 and p.isdigit():
+            y = int(p)
+            return date(y, 1, 1), date(y + 1, 1, 1), f"{y}年"
+    except ValueError:
+        pass
+    s = today.replace(day=1)
+    return s, date(s.year + (s.month == 12), s.month % 12 + 1, 1), f"{s.year}年{s.month}月"
+
+
+def previous_period(start: date, end: date) -> tuple[date, date]:
+    span = end - start
+    return start - span, start
