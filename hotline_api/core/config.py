@@ -41,6 +41,7 @@ class Settings:
     sip_worker_base_port: int = 15060  # workers listen on base, base+1, ... (loopback)
     sip_use_kamailio: bool = False  # False: single worker on sip_port, no kamailio (development)
     sip_public_address: str = ""  # address put in SDP/Contact; default: sip_host
+    sip_reserved_legs: int = 0  # legs per worker kept free for operator bridges (kamailio maxload = 4 - this)
     rtp_port_base: int = 20000
     hotline_number: str = "12388"
     trunk_allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])

@@ -43,11 +43,12 @@ _INVITE = """  <send retrans="500">
 
 _ACK2XX = """  <send>
     <![CDATA[
-      ACK sip:{dialled}@[remote_ip]:[remote_port] SIP/2.0
+      ACK [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: "test caller" <sip:13800000000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:{dialled}@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
+      [routes]
       CSeq: 1 ACK
       Contact: <sip:13800000000@[local_ip]:[local_port]>
       Max-Forwards: 70
@@ -72,11 +73,12 @@ _ACK_ERR = """  <send>
 
 _BYE = """  <send retrans="500">
     <![CDATA[
-      BYE sip:{dialled}@[remote_ip]:[remote_port] SIP/2.0
+      BYE [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: "test caller" <sip:13800000000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:{dialled}@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
+      [routes]
       CSeq: {cseq} BYE
       Contact: <sip:13800000000@[local_ip]:[local_port]>
       Max-Forwards: 70
@@ -88,11 +90,12 @@ _BYE = """  <send retrans="500">
 
 _INFO = """  <send retrans="500">
     <![CDATA[
-      INFO sip:{dialled}@[remote_ip]:[remote_port] SIP/2.0
+      INFO [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: "test caller" <sip:13800000000@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
       To: <sip:{dialled}@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
+      [routes]
       CSeq: {cseq} INFO
       Contact: <sip:13800000000@[local_ip]:[local_port]>
       Max-Forwards: 70
@@ -147,7 +150,7 @@ def call_scenario(audio: Path | None = None, hold_ms: int = 5000, dialled: str =
     x = _HEAD.format(name="hotline caller") + _invite(dialled, list(codecs), headers)
     x += """  <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
-  <recv response="200" rtd="true" crlf="true"/>
+  <recv response="200" rtd="true" crlf="true" rrs="true"/>
 """
     x += _ACK2XX.format(dialled=dialled)
     if audio is not None:
@@ -339,7 +342,7 @@ def hold_scenario(audio: Path, hold_at_ms: int = 1500, hold_for_ms: int = 1500, 
     x = _HEAD.format(name="hold and resume") + _invite(dialled, ["PCMU", "telephone-event"], None)
     x += """  <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
-  <recv response="200" rtd="true" crlf="true"/>
+  <recv response="200" rtd="true" crlf="true" rrs="true"/>
 """
     x += _ACK2XX.format(dialled=dialled)
     x += f'  <nop><action><exec rtp_stream="{audio},1,0"/></action></nop>\n'
