@@ -37,7 +37,7 @@ def generate(settings, n_calls: int, n_cases: int, seed: int = 1) -> dict:
     from hotline_api.db.session import session_factory
     from hotline_api.drafting.lexicon import ISSUE_RULES
     from hotline_api.models.calls import Call, Recording
-    from hotline_api.models.cases import Case, CaseDeadline, Draft
+    from hotline_api.models.cases import Case, CaseDeadline, CaseFacet, Draft, facets_of
     from hotline_api.models.governance import ReviewAssignment
     from hotline_api.services import auth, review
 
@@ -82,7 +82,7 @@ def generate(settings, n_calls: int, n_cases: int, seed: int = 1) -> dict:
         log(f"  calls {off + len(calls)}/{n_calls}")
     year_seq: dict[int, int] = {}
     for off in range(0, n_cases, batch):
-        drafts, cases, dls = [], [], []
+        drafts, cases, dls, facets = [], [], [], []
         for _ in range(min(batch, n_cases - off)):
             at = start + timedelta(seconds=rng.random() * span)
             did, kid = str(uuid.uuid4()), str(uuid.uuid4())
@@ -109,6 +109,7 @@ def generate(settings, n_calls: int, n_cases: int, seed: int = 1) -> dict:
                           "draft_id": did, "status": st, "category": doc["category"], "urgent": doc["urgent"],
                           "real_name": real, "fields_json": fj, "received_on": received, "registered_at": at,
                           "registered_by": "sup"})
+            facets.extend({"case_id": kid, "facet": k, "value": v} for k, v in facets_of(fj))
             if real:
                 dls.append({"case_id": kid, "kind": "acceptance_notice", "start_on": received,
                             "due_on": received + timedelta(days=21), "working_days": 15, "provisional": False,
@@ -119,6 +120,8 @@ def generate(settings, n_calls: int, n_cases: int, seed: int = 1) -> dict:
                 conn.execute(insert(Case.__table__), cases)
             if dls:
                 conn.execute(insert(CaseDeadline.__table__), dls)
+            if facets:
+                conn.execute(insert(CaseFacet.__table__), facets)
         log(f"  drafts/cases {off + len(drafts)}/{n_cases}")
     with engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE")

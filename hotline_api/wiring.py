@@ -92,29 +92,6 @@ def transcript_to_draft(factory: sessionmaker[Session], settings: Settings) -> C
     return on_transcript
 
 
-def decrypting_audio_opener(factory: sessionmaker[Session], ctx):
-    """Let the ASR stage read recordings through decrypting storage (never a plain copy on disk)."""
-    import contextlib
-
-    from hotline_api.services import storage, transcription
-
-    @contextlib.contextmanager
-    def opener(recording, settings):
-        with factory() as s:
-            try:
-                reader = storage.open_reader(s, ctx, recording.id)
-            except storage.RecordingNotFound:
-                reader = None
-        if reader is None:  # not (yet) in encrypted storage, e.g. an imported file
-            with transcription._open_plain_file(recording, settings) as fh:
-                yield fh
-            return
-        with reader:
-            yield transcription.RangeFile(reader.size, reader.read, name=f"<recording {recording.id}>")
-
-    return opener
-
-
 # ------------------------------------------------------------------------------------- parts
 def run_part(part: str, settings: Settings, stop: threading.Event) -> None:
     runners = {"api": run_api, "sip": run_sip, "worker": run_asr_worker, "scheduler": run_scheduler}
@@ -141,7 +118,7 @@ def worker_config(settings: Settings, worker_id: str, port: int, behind_proxy: b
         worker_id=worker_id, sip_host=settings.sip_host, sip_port=port,
         public_address=settings.sip_public_address, hotline_number=settings.hotline_number,
         trunk_allow=settings.trunk_allow, trusted_proxies=["127.0.0.1/32"] if behind_proxy else [],
-        max_call_seconds=settings.max_call_seconds, spool_dir=str(settings.spool_dir / worker_id),
+        max_call_seconds=settings.max_call_seconds, clock_rate=settings.sip_clock_rate, spool_dir=str(settings.spool_dir / worker_id),
         recordings_dir=str(settings.recordings_dir / "incoming"), prompts_dir=str(settings.prompts_dir),
     )
 
@@ -173,8 +150,7 @@ def run_sip(settings: Settings, stop: threading.Event) -> None:
 def run_asr_worker(settings: Settings, stop: threading.Event) -> None:
     from hotline_api.services import transcription
 
-    factory, ctx = open_runtime(settings)
-    transcription.set_audio_opener(decrypting_audio_opener(factory, ctx))
+    factory, _ctx = open_runtime(settings)  # recordings are read through decrypting storage
     transcription.subscribe(transcript_to_draft(factory, settings))
     worker = transcription.Worker(settings, threads=settings.asr_workers)
     threading.Thread(target=lambda: (stop.wait(), worker.stop()), daemon=True).start()

@@ -41,6 +41,7 @@ class Settings:
     sip_worker_base_port: int = 15060  # workers listen on base, base+1, ... (loopback)
     sip_use_kamailio: bool = False  # False: single worker on sip_port, no kamailio (development)
     sip_public_address: str = ""  # address put in SDP/Contact; default: sip_host
+    sip_clock_rate: int = 16000  # conference bridge = recording rate; 8000 halves media CPU (no G.722 wide band)
     sip_reserved_legs: int = 0  # legs per worker kept free for operator bridges (kamailio maxload = 4 - this)
     rtp_port_base: int = 20000
     hotline_number: str = "12388"
@@ -161,6 +162,8 @@ class Settings:
                 raise ConfigError(f"{name}: {v} is not a port number (1-65535)")
         if self.sip_workers < 1:
             raise ConfigError("sip_workers must be at least 1")
+        if self.sip_clock_rate not in (8000, 16000):
+            raise ConfigError(f"sip_clock_rate must be 8000 or 16000, got {self.sip_clock_rate}")
         if self.max_call_seconds < 10:
             raise ConfigError("max_call_seconds must be at least 10")
         try:

@@ -3,7 +3,9 @@ urgent alerts, deadlines, the working-day calendar's admin overrides and the per
 registration counter.
 
 Identity (reporter name/phone) lives only in ``Draft.fields_json`` / ``Case.fields_json`` and
-``Draft.caller_hash`` (a salted hash, never the number); governance masks/encrypts those columns.
+``Draft.caller_hash`` (a salted hash, never the number). The draft/case documents, the input text
+and the corrections are encrypted at rest (``EncryptedText``); what lists filter and count on
+(issue types, places) is kept beside them in ``case_facets``, written on every flush of a case.
 ``transcript_id`` has no foreign key on purpose: the transcripts table belongs to a parallel
 migration branch.
 """
@@ -12,9 +14,11 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy import Boolean, Date, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import event
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from hotline_api.db.base import Base, UTCDateTime, UUIDStr, new_uuid, utcnow
+from hotline_api.db.crypto_types import EncryptedText
 
 DRAFT_STATUSES = ("draft", "registered", "discarded")
 CASE_STATUSES = ("registered", "handling", "closed", "archived")
@@ -39,10 +43,10 @@ class Draft(Base):
     real_name: Mapped[bool] = mapped_column(Boolean, default=False)
     duplicate_hint: Mapped[bool] = mapped_column(Boolean, default=False)
     # the current (possibly corrected) draft document, and the machine's first version
-    fields_json: Mapped[str] = mapped_column(Text)
-    original_json: Mapped[str] = mapped_column(Text)
+    fields_json: Mapped[str] = mapped_column(EncryptedText("drafts.fields_json"))
+    original_json: Mapped[str] = mapped_column(EncryptedText("drafts.original_json"))
     input_mode: Mapped[str | None] = mapped_column(String(8))  # turns / text
-    input_text: Mapped[str | None] = mapped_column(Text)  # the text evidence spans point into
+    input_text: Mapped[str | None] = mapped_column(EncryptedText("drafts.input_text"))  # evidence spans point here
     case_id: Mapped[str | None] = mapped_column(String(36), index=True)
 
     corrections: Mapped[list["DraftCorrection"]] = relationship(back_populates="draft", order_by="DraftCorrection.id")
@@ -86,8 +90,8 @@ class DraftCorrection(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
     field: Mapped[str] = mapped_column(String(32))
-    old_json: Mapped[str | None] = mapped_column(Text)
-    new_json: Mapped[str | None] = mapped_column(Text)
+    old_json: Mapped[str | None] = mapped_column(EncryptedText("draft_corrections.old_json"))
+    new_json: Mapped[str | None] = mapped_column(EncryptedText("draft_corrections.new_json"))
     actor: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -116,7 +120,7 @@ class Case(Base):
     category: Mapped[str | None] = mapped_column(String(16), index=True)
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
     real_name: Mapped[bool] = mapped_column(Boolean, default=False)
-    fields_json: Mapped[str] = mapped_column(Text)
+    fields_json: Mapped[str] = mapped_column(EncryptedText("cases.fields_json"))
     received_on: Mapped[date] = mapped_column(Date)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     registered_by: Mapped[str] = mapped_column(String(64))
@@ -131,7 +135,56 @@ class Case(Base):
     deadlines: Mapped[list["CaseDeadline"]] = relationship(back_populates="case", order_by="CaseDeadline.id")
     feedback: Mapped[list["ReporterFeedback"]] = relationship(back_populates="case", order_by="ReporterFeedback.id")
 
+    facets: Mapped[list["CaseFacet"]] = relationship(back_populates="case", cascade="all, delete-orphan")
+
     __table_args__ = (UniqueConstraint("year", "seq", name="uq_cases_year_seq"),)
+
+
+#: the case document's list fields that lists filter on and the dashboard counts
+FACET_KEYS = ("issue_types", "places")
+
+
+class CaseFacet(Base):
+    """One issue type or place of a case, in clear, for SQL filters and counts (the case document
+    itself is encrypted). Derived from ``Case.fields_json`` whenever a case is flushed."""
+
+    __tablename__ = "case_facets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    facet: Mapped[str] = mapped_column(String(16))  # issue_types / places
+    value: Mapped[str] = mapped_column(String(128))
+
+    case: Mapped[Case] = relationship(back_populates="facets")
+
+    __table_args__ = (Index("ix_case_facets_facet_value", "facet", "value"),)
+
+
+def facets_of(fields_json: str | None) -> list[tuple[str, str]]:
+    import json
+
+    doc = json.loads(fields_json or "{}")
+    out: list[tuple[str, str]] = []
+    for key in FACET_KEYS:
+        for v in dict.fromkeys(doc.get(key) or []):
+            if isinstance(v, str) and v.strip():
+                out.append((key, v.strip()[:128]))
+    return out
+
+
+@event.listens_for(Session, "before_flush")
+def _sync_case_facets(session, _flush_context, _instances) -> None:
+    from sqlalchemy import inspect
+
+    for obj in list(session.new) + list(session.dirty):
+        if not isinstance(obj, Case):
+            continue
+        if obj not in session.new and not inspect(obj).attrs.fields_json.history.has_changes():
+            continue
+        want = facets_of(obj.fields_json)
+        have = [(f.facet, f.value) for f in obj.facets]
+        if have != want:
+            obj.facets = [CaseFacet(facet=k, value=v) for k, v in want]
 
 
 class CaseEvent(Base):

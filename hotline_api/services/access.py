@@ -34,7 +34,7 @@ from sqlalchemy import and_, exists, false, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from hotline_api.models.calls import Call, Recording
-from hotline_api.models.cases import Case, CaseDeadline, Draft
+from hotline_api.models.cases import Case, CaseDeadline, CaseFacet, Draft
 from hotline_api.models.governance import ReviewAssignment, User
 from hotline_api.services import auth, masking
 
@@ -203,7 +203,7 @@ DEADLINE_STATES = ("overdue", "due_soon", "open", "none")
 def list_cases(session: Session, user: User, f: CaseFilter, today: date, due_soon_until: date,
                now: datetime | None = None, settings: Any = None) -> list[Case]:
     """Visible cases, newest registration first, filtered. Issue types and places live in the case
-    document: a LIKE on the JSON narrows the rows, an exact check on the parsed list decides."""
+    document (encrypted); ``case_facets`` holds them in clear for the filter."""
     if user.role != "supervisor":
         return []
     stmt = select(Case).join(Draft, Draft.id == Case.draft_id)
@@ -213,11 +213,10 @@ def list_cases(session: Session, user: User, f: CaseFilter, today: date, due_soo
         stmt = stmt.where(Case.status == f.status)
     if f.category:
         stmt = stmt.where(Case.category == f.category)
-    for value in (f.issue_type, f.place):
+    for key, value in (("issue_types", f.issue_type), ("places", f.place)):
         if value:
-            stmt = stmt.where(Case.fields_json.like("%" + json.dumps(value, ensure_ascii=False)
-                                                    .replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",
-                                                    escape="\\"))
+            stmt = stmt.where(exists(select(CaseFacet.id).where(CaseFacet.case_id == Case.id, CaseFacet.facet == key,
+                                                               CaseFacet.value == value.strip())))
     open_dl = select(CaseDeadline.id).where(CaseDeadline.case_id == Case.id, CaseDeadline.done_at.is_(None))
     if f.deadline_state == "overdue":
         stmt = stmt.where(exists(open_dl.where(CaseDeadline.due_on < today)))
@@ -229,23 +228,7 @@ def list_cases(session: Session, user: User, f: CaseFilter, today: date, due_soo
     elif f.deadline_state == "none":
         stmt = stmt.where(~exists(open_dl))
     stmt = stmt.order_by(Case.registered_at.desc(), Case.id.desc())
-    if not (f.issue_type or f.place):
-        return list(session.execute(stmt.limit(f.limit).offset(f.offset)).scalars())
-    out: list[Case] = []
-    skipped = 0
-    for c in session.execute(stmt.execution_options(yield_per=200)).scalars():
-        doc = json.loads(c.fields_json or "{}")
-        if f.issue_type and f.issue_type not in (doc.get("issue_types") or []):
-            continue
-        if f.place and f.place not in (doc.get("places") or []):
-            continue
-        if skipped < f.offset:
-            skipped += 1
-            continue
-        out.append(c)
-        if len(out) >= f.limit:
-            break
-    return out
+    return list(session.execute(stmt.limit(f.limit).offset(f.offset)).scalars())
 
 
 def visible_urgent_alerts(session: Session, user: User, open_only: bool = True, now: datetime | None = None,

@@ -83,12 +83,28 @@ def _name_pattern(name: str) -> re.Pattern | None:
     return re.compile(r"\s*".join(re.escape(c) for c in chars))
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def mask_text(text: str | None, names: Iterable[str] = (), phones: Iterable[str] = ()) -> str | None:
     """Mask phone-like digit runs, self-introduced names (我叫…/我的名字是…) and the given names and
-    phone numbers anywhere in ``text``."""
+    phone numbers anywhere in ``text``. Record ids (UUIDs) are left whole: they identify records,
+    not people, and a log line must keep them readable."""
     if text is None:
         return None
-    out = str(text)
+    text = str(text)
+    if _UUID.search(text):
+        parts, pos = [], 0
+        for m in _UUID.finditer(text):
+            parts.append(_mask_text(text[pos:m.start()], names, phones))
+            parts.append(m.group(0))
+            pos = m.end()
+        parts.append(_mask_text(text[pos:], names, phones))
+        return "".join(parts)
+    return _mask_text(text, names, phones)
+
+
+def _mask_text(out: str, names: Iterable[str], phones: Iterable[str]) -> str:
     for phone in phones:
         digits = re.sub(r"\D", "", phone or "")
         if len(digits) >= 5:

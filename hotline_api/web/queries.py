@@ -169,12 +169,12 @@ class CaseFilters:
         return {k: v for k, v in self.__dict__.items() if v}
 
 
-def _json_contains(column, value: str):
-    """``column`` (JSON text) contains the string ``value`` as a JSON string (exact element match)."""
-    token = json.dumps(value, ensure_ascii=False)
-    escaped = token.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return column.like(f"%{escaped}%", escape="\\")
+def _has_facet(key: str, value: str):
+    """The case has this issue type / place (``case_facets``: the case document is encrypted)."""
+    from hotline_api.models.cases import CaseFacet
 
+    return exists(select(CaseFacet.id).where(CaseFacet.case_id == Case.id, CaseFacet.facet == key,
+                                             CaseFacet.value == value.strip()))
 
 def cases_page(session: Session, user: User, f: CaseFilters, today: date, soon_until: date, page: int = 1,
                per_page: int = 25) -> PageResult:
@@ -190,9 +190,9 @@ def cases_page(session: Session, user: User, f: CaseFilters, today: date, soon_u
     if f.number:
         conds.append(Case.number.like(f"%{f.number.strip()[:32]}%"))
     if f.issue_type:
-        conds.append(_json_contains(Case.fields_json, f.issue_type))
+        conds.append(_has_facet("issue_types", f.issue_type))
     if f.place:
-        conds.append(_json_contains(Case.fields_json, f.place.strip()[:64]))
+        conds.append(_has_facet("places", f.place.strip()[:128]))
     open_dl = select(CaseDeadline.id).where(CaseDeadline.case_id == Case.id, CaseDeadline.done_at.is_(None))
     if f.deadline == "overdue":
         conds.append(exists(open_dl.where(CaseDeadline.due_on < today)))
@@ -393,24 +393,11 @@ def _series_from_days(day_counts: Iterable[tuple[str, str, int]], names: Iterabl
 
 def _json_array_counts(session: Session, key: str, where_sql: str, params: dict, limit: int | None = None
                        ) -> list[tuple[str, int]]:
-    """Counts of the elements of the JSON array ``fields_json.<key>`` over the cases matching ``where_sql``."""
-    dialect = session.get_bind().dialect.name
+    """Counts of the issue types / places (``key``) over the cases matching ``where_sql``."""
     lim = f" LIMIT {int(limit)}" if limit else ""
-    if dialect == "sqlite":
-        sql = (f"SELECT j.value AS v, COUNT(*) AS n FROM cases, json_each(cases.fields_json, '$.{key}') AS j "
-               f"WHERE {where_sql} GROUP BY j.value ORDER BY n DESC, v{lim}")
-    elif dialect == "postgresql":
-        sql = (f"SELECT v, COUNT(*) AS n FROM cases, jsonb_array_elements_text((cases.fields_json::jsonb)->'{key}') AS v "
-               f"WHERE {where_sql} GROUP BY v ORDER BY n DESC, v{lim}")
-    else:  # portable fallback: parse in Python
-        counts: dict[str, int] = {}
-        for (fj,) in session.execute(text(f"SELECT fields_json FROM cases WHERE {where_sql}"), params):
-            for v in (json.loads(fj or "{}").get(key) or []):
-                counts[v] = counts.get(v, 0) + 1
-        items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return items[:limit] if limit else items
-    return [(str(v), int(n)) for v, n in session.execute(text(sql), params) if v not in (None, "")]
-
+    sql = (f"SELECT f.value AS v, COUNT(*) AS n FROM cases JOIN case_facets f ON f.case_id = cases.id "
+           f"AND f.facet = :facet_key WHERE {where_sql} GROUP BY f.value ORDER BY n DESC, v{lim}")
+    return [(str(v), int(n)) for v, n in session.execute(text(sql), {**params, "facet_key": key}) if v not in (None, "")]
 
 def compliance_agg(session: Session, start_utc: datetime, end_utc: datetime, now: datetime | None = None
                    ) -> tuple[list[ComplianceAgg], ComplianceAgg]:

@@ -196,9 +196,11 @@ def test_deadline_rules_configurable(db):
         assert (dl.working_days, dl.due_on) == (10, date(2025, 10, 21))
 
 
-def _register_many(url: str, ids: list[str], out) -> None:
+def _register_many(url: str, data_dir: str, ids: list[str], out) -> None:
+    from hotline_api.core.config import Settings, set_settings
     from hotline_api.db.session import make_engine
 
+    set_settings(Settings.load(env={"HOTLINE_DATA_DIR": data_dir}))  # same keys: case documents are encrypted
     eng = make_engine(url)
     for i in ids:
         out.put(svc.register_draft(eng, i, "proc").number)
@@ -245,7 +247,7 @@ def test_twenty_concurrent_registrations_processes(db, settings):
     ids = _drafts(db, 20)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_register_many, args=(settings.db_url, ids[k::4], q)) for k in range(4)]
+    procs = [ctx.Process(target=_register_many, args=(settings.db_url, str(settings.data_dir), ids[k::4], q)) for k in range(4)]
     for p in procs:
         p.start()
     try:

@@ -84,3 +84,12 @@ def test_reveal_needs_identity_and_is_audited(settings, db):
         views = [e for e in audit.iter_entries(s) if e["action"] == "identity.view"]
         assert len(views) == 1 and views[0]["actor_name"] == "sup_id" and views[0]["reason"] == "核实身份"
         assert "13812340918" not in str(views[0])
+
+
+def test_record_ids_in_log_lines_stay_whole_while_phones_are_masked():
+    from hotline_api.services.masking import mask_text
+
+    line = "recording 13f35b47-2231-4811-9c1a-000012345678 from 13800138000 done"
+    out = mask_text(line)
+    assert "13f35b47-2231-4811-9c1a-000012345678" in out
+    assert "13800138000" not in out and "138****8000" in out
