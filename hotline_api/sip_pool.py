@@ -1,4 +1,4 @@
-"""Pool mode of the SIP part: kamailio on the public SIP port in front of ``sip_workers`` pjsua2
+"""Pool mode of the SIP part: kamailio on the public SIP port (trunk ACL, flood limit, registrar for operator softphones) in front of ``sip_workers`` pjsua2
 worker processes (``hotline sip-worker``, each with the database sink), supervised by
 ``telephony.pool.Pool``: a dead worker is taken out of kamailio's routing, its spool is recovered
 into the database (recordings marked ``recovered``, then encrypted, assigned and queued like any
@@ -13,6 +13,7 @@ from hotline_api.core.config import Settings
 
 def kamailio_config(settings: Settings):
     from telephony.kamailio import KamailioConfig
+    from telephony.routing import registrar_extension
 
     return KamailioConfig(
         run_dir=settings.run_dir / "sip" / "kamailio", listen_host=settings.sip_host, listen_port=settings.sip_port,
@@ -20,6 +21,7 @@ def kamailio_config(settings: Settings):
         max_concurrent_calls=settings.max_concurrent_calls, max_call_seconds=settings.max_call_seconds,
         pike_reqs_per_interval=settings.pike_reqs_per_interval, pike_interval_s=settings.pike_interval_s,
         reserved_legs=settings.sip_reserved_legs,
+        extensions=[registrar_extension(settings.sip_registrar_realm)],  # operator softphones REGISTER here
     )
 
 
@@ -40,6 +42,7 @@ def worker_launch(spec):
 def run_pool(settings: Settings, stop: threading.Event) -> None:
     from hotline_api import wiring
     from hotline_api.services.call_store import QueuedSink
+    from hotline_api.sip_routing import RegistrarSync
     from telephony.pool import Pool, spool_recovery
 
     factory, ctx = wiring.open_runtime(settings)
@@ -47,4 +50,13 @@ def run_pool(settings: Settings, stop: threading.Event) -> None:
     recover = spool_recovery(lambda spec: settings.spool_dir / spec.worker_id,
                              settings.recordings_dir / "incoming",
                              lambda spec: QueuedSink(store, name=f"recover-{spec.worker_id}"))
-    Pool(pool_config(settings), worker_launch, recover=recover).run(stop)
+    registrar: RegistrarSync | None = None
+
+    def on_event(ev) -> None:
+        if ev.kind == "kamailio_started" and registrar is not None:
+            registrar.request_full_sync()  # a (re)started kamailio has an empty credential table
+
+    pool = Pool(pool_config(settings), worker_launch, recover=recover, on_event=on_event)
+    registrar = RegistrarSync(factory, lambda *args: pool.kamailio.rpc(*args))
+    threading.Thread(target=registrar.run, args=(stop,), name="registrar-sync", daemon=True).start()
+    pool.run(stop)

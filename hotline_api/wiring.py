@@ -27,11 +27,13 @@ def prepare(settings: Settings) -> None:
     A wrong master key stops here, before any data is touched."""
     from hotline_api.services import storage
     from telephony.prompts import build_prompts
+    from telephony.routing import build_extra_prompts
 
     settings.ensure_dirs()
     migrate.upgrade(settings.db_url)
     storage.open_crypto(settings, session_factory(settings.db_url))
     build_prompts(settings.prompts_dir)
+    build_extra_prompts(settings.prompts_dir)
 
 
 def open_runtime(settings: Settings):
@@ -112,9 +114,10 @@ def run_api(settings: Settings, stop: threading.Event) -> None:
 
 
 def worker_config(settings: Settings, worker_id: str, port: int, behind_proxy: bool):
+    from hotline_api.sip_routing import routing_worker_overrides
     from telephony.config import WorkerConfig
 
-    return WorkerConfig(
+    return WorkerConfig(**routing_worker_overrides(settings),
         worker_id=worker_id, sip_host=settings.sip_host, sip_port=port,
         public_address=settings.sip_public_address, hotline_number=settings.hotline_number,
         trunk_allow=settings.trunk_allow, trusted_proxies=["127.0.0.1/32"] if behind_proxy else [],
@@ -127,12 +130,14 @@ def run_sip_worker(settings: Settings, worker_id: str, port: int, behind_proxy: 
                    stop: threading.Event) -> None:
     """One pjsua2 agent worker with the database sink; this thread owns pjsua2."""
     from hotline_api.services.call_store import QueuedSink
+    from hotline_api.sip_routing import routing_for
     from telephony.worker import run_worker
 
     factory, ctx = open_runtime(settings)
     sink = QueuedSink(build_call_store(settings, factory, ctx), name=f"call-store-{worker_id}")
+    router, hours = routing_for(settings, factory)  # operators and working hours from the DB
     try:
-        run_worker(worker_config(settings, worker_id, port, behind_proxy), sink, stop)
+        run_worker(worker_config(settings, worker_id, port, behind_proxy), sink, stop, router=router, hours=hours)
     finally:
         sink.close()
 

@@ -14,13 +14,26 @@ Thread discipline (enforced by :meth:`Agent._own`, which every pjsua2-touching m
   the frame it is given and appends its bytes to a deque (:class:`telephony.media.StereoMixer`):
   no other pjsua2 object, no lock, no I/O. The :class:`telephony.media.RecordingWriter` thread
   writes to disk, so the media clock never waits for the disk.
+  :class:`_TapPort` (the caller's audio for voice-activity detection while a voicemail is
+  recorded) follows the same rule: it appends bytes to a deque that the owner drains each turn.
+* Routing (with a Router/OpenHours, see telephony.routing): the open-hours decision, operator
+  claims/releases (database calls in the composition root) and DNS lookups of operator URIs run on
+  :class:`telephony.routing.RoutingClient` helper threads, never on the owner. Their results come
+  back through :meth:`Agent.post` and reach the call flow as signals; the owner loop never waits
+  for them (the caller hears hold audio meanwhile).
 * The SWIG bindings release the GIL inside C calls (``libHandleEvents`` included), so the media
   thread's Python callbacks are not blocked by the owner's loop.
 
 Media: the conference bridge runs at ``clock_rate`` (16 kHz), mono, 20 ms frames. Per call, two
-:class:`_RecPort` sink ports: the caller's call media feeds port 0; the prompt player (later the
-operator leg) feeds port 1 and, in parallel, the caller. The two ports' frames are interleaved
-into the stereo recording.
+:class:`_RecPort` sink ports: the caller's call media feeds port 0; the prompt player and the
+operator leg (once bridged) feed port 1, and, in parallel, the caller. The two ports' frames are
+interleaved into the stereo recording, which therefore runs unchanged across queue, bridge and
+voicemail.
+
+Operator legs: the worker dials the operator from the same endpoint (B2BUA; both legs in one
+conference bridge), directly for a static URI or through kamailio for a registered AOR. Each
+caller may need a second leg, so with routing the worker admits ``max_callers`` (= 2 of pjsua's
+4 legs) callers and answers 486 beyond.
 """
 from __future__ import annotations
 
@@ -39,9 +52,14 @@ import pjsua2 as pj
 
 from telephony.admission import decide
 from telephony.config import PJSUA_MAX_CALLS, WorkerConfig
-from telephony.events import (CallAnswered, CallEnded, CallRejected, CallStarted, DtmfReceived, EventSink,
-                              FlowChanged, RecordingCompleted)
+from telephony.attendant import VoiceActivity, make_vad
+from telephony.events import (CallAnswered, CallBridged, CallEnded, CallRejected, CallStarted, DtmfReceived,
+                              EventSink, FlowChanged, OperatorAnswered, OperatorFailed, OperatorHangup,
+                              OperatorRinging, RecordingCompleted, RoutingDecided, VoicemailEnded,
+                              VoicemailStarted)
 from telephony.flow import CallFlow
+from telephony.recorder import _write_json_atomic
+from telephony.routing import HotlineFlow, OpenHours, OperatorTarget, Router, RoutingClient, build_extra_prompts
 from telephony.media import RecordingWriter, StereoMixer
 from telephony.prompts import PromptSet, build_prompts
 from telephony.recorder import RecordingResult, SpoolRecorder
@@ -78,6 +96,23 @@ class _RecPort(pj.AudioMediaPort):
             pass
 
 
+class _TapPort(pj.AudioMediaPort):
+    """A sink port copying the caller's frames into a deque for the owner's voice-activity
+    detection (media clock thread: bytes only, like :class:`_RecPort`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from collections import deque
+
+        self.frames: deque = deque(maxlen=500)
+
+    def onFrameReceived(self, frame) -> None:  # media clock thread
+        try:
+            self.frames.append(bytes(frame.buf) if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO else None)
+        except Exception:
+            pass
+
+
 class _Account(pj.Account):
     def __init__(self, agent: "Agent") -> None:
         super().__init__()
@@ -92,14 +127,23 @@ class _Call(pj.Call):
         super().__init__(acc, call_id)
         self.agent = agent
         self.ctx: CallCtx | None = None
+        self.leg: OpLeg | None = None  # set on an operator leg (outgoing call)
 
     def onCallState(self, prm) -> None:
-        self.agent._dispatch(self.agent._on_call_state, self)
+        if self.leg is not None:
+            self.agent._dispatch(self.agent._on_leg_state, self)
+        else:
+            self.agent._dispatch(self.agent._on_call_state, self)
 
     def onCallMediaState(self, prm) -> None:
-        self.agent._dispatch(self.agent._on_media_state, self)
+        if self.leg is not None:
+            self.agent._dispatch(self.agent._on_leg_media, self)
+        else:
+            self.agent._dispatch(self.agent._on_media_state, self)
 
     def onDtmfDigit(self, prm) -> None:
+        if self.leg is not None:
+            return  # the operator's keypad does not drive the caller's menu
         method = "sip_info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
         self.agent._dispatch(self.agent._on_dtmf, self, str(prm.digit), method)
 
@@ -122,6 +166,39 @@ class CallCtx:
     player: Any = None
     audio: Any = None  # the call's AudioMedia while media is up
     pending: int = 0  # events still to emit before the call marker can go
+    bridged_leg: "OpLeg | None" = None
+    vm: dict | None = None  # voicemail: start/end offsets and reasons
+    tap: Any = None  # _TapPort while a voicemail is recorded
+    vad: Any = None
+
+
+@dataclass
+class OpLeg:
+    """The outgoing call to one operator for one caller."""
+
+    leg_id: str
+    ctx: CallCtx
+    operator_id: str
+    uris: list = field(default_factory=list)  # [(dial_uri, error)] still to try
+    call: _Call | None = None
+    state: str = "resolving"  # resolving / calling / ringing / ended
+    confirmed: bool = False
+    audio: Any = None
+    player: Any = None
+    cancelled: str = ""  # the flow ended it (outcome), no signal back
+    bridged: bool = False
+    answered_mono: float | None = None
+    tried: int = 0
+
+
+def _failure_outcome(code: int) -> str:
+    if code in (486, 600):
+        return "busy"
+    if code in (603, 403):
+        return "rejected"
+    if code in (408, 480, 487):
+        return "no_answer"
+    return "unreachable"
 
 
 class _Control:
@@ -143,9 +220,63 @@ class _Control:
         self.agent._emit(FlowChanged(self.ctx.call_uuid, state, utcnow(), detail))
 
 
+class _RoutingControl(_Control):
+    """:class:`telephony.routing.RoutingControl` for one call (owner thread)."""
+
+    def request_decision(self) -> None:
+        a, ctx = self.agent, self.ctx
+        a.rclient.decide(lambda d: a._signal(ctx, "decision", decision=d))
+
+    def request_claim(self, exclude: frozenset[str]) -> None:
+        a, ctx = self.agent, self.ctx
+        a.rclient.claim(ctx.call_uuid, exclude, lambda r: a._signal(ctx, "claim", result=r))
+
+    def dial(self, target: OperatorTarget) -> str:
+        return self.agent._dial(self.ctx, target)
+
+    def cancel_leg(self, leg: str, outcome: str) -> None:
+        self.agent._cancel_leg(leg, outcome)
+
+    def play_to_leg(self, leg: str, prompt: str) -> float:
+        return self.agent._play_to_leg(leg, prompt)
+
+    def bridge(self, leg: str) -> None:
+        self.agent._bridge(self.ctx, leg)
+
+    def router_answered(self, operator_id: str) -> None:
+        self.agent.rclient.answered(operator_id, self.ctx.call_uuid)
+
+    def release(self, operator_id: str | None, outcome: str) -> None:
+        if operator_id:
+            self.agent.rclient.release(operator_id, self.ctx.call_uuid, outcome)
+
+    def routing_decided(self, path: str, reason: str, provisional: bool) -> None:
+        self.agent._emit(RoutingDecided(self.ctx.call_uuid, utcnow(), path, reason, provisional))
+        log.info("call %s: routed to %s (%s%s)", self.ctx.call_uuid, path, reason,
+                 ", provisional holiday data" if provisional else "")
+
+    def start_voicemail(self, reason: str) -> None:
+        self.agent._start_voicemail(self.ctx, reason)
+
+    def stop_voicemail(self, reason: str) -> None:
+        self.agent._stop_voicemail(self.ctx, reason)
+
+
 class Agent:
-    def __init__(self, cfg: WorkerConfig, sink: EventSink, stop_event: threading.Event | None = None) -> None:
+    def __init__(self, cfg: WorkerConfig, sink: EventSink, stop_event: threading.Event | None = None,
+                 router: Router | None = None, hours: OpenHours | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        """``router`` + ``hours`` switch on routing and the auto-attendant after the notice
+        (without them: notice, then record until hang-up). ``clock`` gives the UTC time used
+        for the working-hours decision (injectable for tests)."""
         self.cfg = cfg
+        self.router = router
+        self.hours = hours
+        self.clock = clock or utcnow
+        self.routing = router is not None and hours is not None
+        self.rclient: RoutingClient | None = None
+        self._legs: dict[str, OpLeg] = {}
+        self._timers: list[tuple[float, Callable, tuple]] = []
         self.sink = sink
         self.stop_event = stop_event or threading.Event()
         self._cmds: "queue.SimpleQueue[tuple[Callable, tuple]]" = queue.SimpleQueue()
@@ -192,6 +323,9 @@ class Agent:
         if recovered:
             log.info("worker %s: recovered %d recording(s)", self.cfg.worker_id, len(recovered))
         build_prompts(Path(self.cfg.prompts_dir))  # only the missing defaults
+        if self.routing:
+            build_extra_prompts(Path(self.cfg.prompts_dir))
+            self.rclient = RoutingClient(self.router, self.hours, self.post, self.clock)
         self.prompts = PromptSet(Path(self.cfg.prompts_dir), rate=self.cfg.clock_rate,
                                  cache_dir=self.spool_dir / ".prompts")
         self.writer.start()
@@ -270,10 +404,14 @@ class Agent:
         for ctx in list(self._calls.values()):
             self._hangup(ctx, "shutdown")
         deadline = time.monotonic() + 3.0
-        while self._calls and time.monotonic() < deadline:
+        while (self._calls or self._legs) and time.monotonic() < deadline:
             self._turn(10)
         for ctx in list(self._calls.values()):  # the far end never answered our BYE
             self._end_call(ctx, 0, "shutdown", force=True)
+        for leg in list(self._legs.values()):
+            self._leg_gone(leg, 0, "shutdown")
+        if self.rclient is not None:
+            self.rclient.close(wait=True)  # operator releases reach the router
         deadline = time.monotonic() + 15.0
         while self._finishing and time.monotonic() < deadline:
             self._turn(10)
@@ -307,8 +445,9 @@ class Agent:
         call = _Call(self, acc, prm.callId)
         sip_call_id = req.header("call-id") or ""
         active = sum(1 for c in self._calls.values() if c.state != "ended")
+        limit = self.cfg.max_callers if self.routing else self.cfg.max_calls
         d = decide(src, req, trunk_allow=self.cfg.trunk_networks, trusted_proxies=self.cfg.proxy_networks,
-                   hotline_number=self.cfg.hotline_number, active_calls=active, max_calls=self.cfg.max_calls)
+                   hotline_number=self.cfg.hotline_number, active_calls=active, max_calls=limit)
         if not d.accepted:
             log.info("rejected INVITE with %d %s", d.code, d.reason)
             op = pj.CallOpParam()
@@ -378,7 +517,10 @@ class Agent:
         ctx.state = "answered"
         ctx.answered_mono = time.monotonic()
         ctx.answered_at = utcnow()
-        ctx.flow = CallFlow(_Control(self, ctx), self.cfg.max_call_seconds)
+        if self.routing:
+            ctx.flow = HotlineFlow(_RoutingControl(self, ctx), self.cfg)
+        else:
+            ctx.flow = CallFlow(_Control(self, ctx), self.cfg.max_call_seconds)
         self._emit(CallAnswered(ctx.call_uuid, ctx.answered_at, rec_id, str(recorder.path.resolve()), rate, 2))
         log.info("call %s: answered, recording %s", ctx.call_uuid, rec_id)
 
@@ -418,6 +560,10 @@ class Agent:
                 if ctx.player is not None:
                     ctx.player.startTransmit(am)
                 ctx.audio = am
+                if ctx.tap is not None:
+                    am.startTransmit(ctx.tap)
+                if ctx.bridged_leg is not None:
+                    self._connect_bridge(ctx, ctx.bridged_leg)
                 if ctx.flow is not None and ctx.flow.started_at is None:
                     ctx.flow.start(time.monotonic())
                 break
@@ -466,10 +612,20 @@ class Agent:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if self._timers:
+            due = [t for t in self._timers if t[0] <= now]
+            self._timers = [t for t in self._timers if t[0] > now]
+            for _, fn, args in due:
+                try:
+                    fn(*args)
+                except Exception:
+                    log.exception("deferred command failed")
         for ctx in list(self._calls.values()):
             if ctx.state == "incoming" and now >= ctx.answer_at:
                 self._answer(ctx)
             elif ctx.state == "answered" and ctx.flow is not None:
+                if ctx.tap is not None:
+                    self._feed_vad(ctx, now)
                 ctx.flow.tick(now)
                 if ctx.flow.started_at is None and now - (ctx.answered_mono or now) > 5.0:
                     ctx.flow.start(now)  # no media state callback: run the flow anyway
@@ -488,6 +644,11 @@ class Agent:
         else:
             reached = False
         self._stop_player(ctx)
+        for leg in list(self._legs.values()):  # the flow already ended them; make sure
+            if leg.ctx is ctx and not leg.cancelled:
+                self._cancel_leg(leg.leg_id, "ended" if leg.answered_mono is not None else "abandoned")
+        self._stop_voicemail(ctx, "hangup")
+        ctx.bridged_leg = None
         ctx.audio = None
         ports, ctx.ports = ctx.ports, []
         del ports  # the ports leave the bridge now: no frame arrives after this point
@@ -522,15 +683,285 @@ class Agent:
         self._finishing -= 1
         if res is None:
             ev = RecordingCompleted(rec.recording_id, ctx.call_uuid, str(rec.path.resolve()), "failed", 0.0,
-                                    rec.sample_rate, rec.channels, "", 0, at=utcnow(), extra={"error": err})
+                                    rec.sample_rate, rec.channels, "", 0,
+                                    kind="voicemail" if ctx.vm is not None else "call", at=utcnow(),
+                                    extra={"error": err})
         else:
             extra = {"error": err} if err else {}
+            if ctx.vm is not None:
+                extra.update({f"voicemail_{k}": v for k, v in ctx.vm.items()})
             ev = RecordingCompleted(res.recording_id, ctx.call_uuid, res.path, res.status, res.duration,
-                                    res.sample_rate, res.channels, res.sha256, res.size_bytes, at=utcnow(),
+                                    res.sample_rate, res.channels, res.sha256, res.size_bytes,
+                                    kind="voicemail" if ctx.vm is not None else "call", at=utcnow(),
                                     extra=extra)
         self._emit(ev)
         log.info("recording %s: %s (%.1f s)", rec.recording_id, ev.status, ev.duration)
         remove_call_marker(self.spool_dir, ctx.call_uuid)
+
+    # ------------------------------------------------------------------ routing: operator legs
+    def _signal(self, ctx: CallCtx, name: str, **data) -> None:
+        """Deliver a signal to a call's flow (owner thread; posted by the routing helpers)."""
+        self._own()
+        if ctx.flow is not None:
+            ctx.flow.signal(name, time.monotonic(), **data)
+
+    def _dial(self, ctx: CallCtx, target: OperatorTarget) -> str:
+        self._own()
+        leg = OpLeg(leg_id=uuid.uuid4().hex[:12], ctx=ctx, operator_id=target.operator_id)
+        self._legs[leg.leg_id] = leg
+        if not target.uris:
+            log.warning("call %s: operator %s has no SIP contact", ctx.call_uuid, target.operator_id)
+        # DNS (if any) on a helper thread; the INVITE goes out when the answer is posted back
+        self.rclient.resolve(tuple(target.uris), lambda res, lg=leg: self._leg_resolved(lg, res))
+        return leg.leg_id
+
+    def _leg_resolved(self, leg: OpLeg, resolved: list) -> None:
+        self._own()
+        if leg.cancelled or leg.state == "ended" or leg.ctx.state == "ended":
+            self._leg_gone(leg, 0, "cancelled")
+            return
+        leg.uris = list(resolved)
+        self._leg_dial_next(leg)
+
+    def _later(self, delay: float, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` on this thread after ``delay`` seconds (checked each loop turn)."""
+        self._timers.append((time.monotonic() + delay, fn, args))
+
+    def _leg_dial_next(self, leg: OpLeg, code: int = 0) -> None:
+        self._own()
+        ctx = leg.ctx
+        if leg.state == "ended":
+            return
+        if leg.cancelled or ctx.state == "ended":
+            self._leg_gone(leg, 0, "cancelled")
+            return
+        busy_legs = sum(1 for c in self._calls.values() if c.call is not None) + sum(
+            1 for lg in self._legs.values() if lg.call is not None)
+        if leg.uris and busy_legs >= PJSUA_MAX_CALLS:
+            # a cancelled leg is still closing: wait for its slot rather than skip this operator
+            self._later(0.2, self._leg_dial_next, leg, code)
+            return
+        while leg.uris:
+            uri, err = leg.uris.pop(0)
+            leg.tried += 1
+            if err:
+                log.warning("call %s: operator %s contact #%d does not resolve (%s): skipped",
+                            ctx.call_uuid, leg.operator_id, leg.tried, err)
+                continue
+            call = _Call(self, self.acc, pj.PJSUA_INVALID_ID)
+            call.leg = leg
+            try:
+                call.makeCall(uri, pj.CallOpParam(True))
+            except pj.Error as e:
+                log.warning("call %s: operator %s contact #%d cannot be called (%s): skipped",
+                            ctx.call_uuid, leg.operator_id, leg.tried, e.info().splitlines()[0][:200])
+                call.leg = None
+                self._graveyard.append(call)
+                continue
+            leg.call = call
+            leg.state = "calling"
+            self._emit(OperatorRinging(ctx.call_uuid, leg.operator_id, utcnow(), leg.tried))
+            log.info("call %s: ringing operator %s", ctx.call_uuid, leg.operator_id)
+            return
+        self._leg_failed(leg, "unreachable", code)
+
+    def _leg_failed(self, leg: OpLeg, outcome: str, code: int) -> None:
+        self._own()
+        self._legs.pop(leg.leg_id, None)
+        leg.state = "ended"
+        outcome = leg.cancelled or outcome
+        self._emit(OperatorFailed(leg.ctx.call_uuid, leg.operator_id, utcnow(), outcome, int(code or 0)))
+        log.info("call %s: operator %s did not take the call (%s %s)", leg.ctx.call_uuid, leg.operator_id,
+                 outcome, code or "")
+        if not leg.cancelled and leg.ctx.state != "ended":
+            self._signal(leg.ctx, "leg_failed", leg=leg.leg_id, outcome=outcome, code=int(code or 0))
+
+    def _on_leg_state(self, call: _Call) -> None:
+        self._own()
+        leg = call.leg
+        if leg is None:
+            return
+        try:
+            ci = call.getInfo()
+        except pj.Error:
+            return
+        if ci.state == pj.PJSIP_INV_STATE_EARLY and leg.state == "calling":
+            leg.state = "ringing"
+            self._signal(leg.ctx, "leg_ringing", leg=leg.leg_id)
+        elif ci.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            leg.confirmed = True
+            self._leg_maybe_answered(leg)
+        elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._leg_gone(leg, ci.lastStatusCode, ci.lastReason)
+
+    def _on_leg_media(self, call: _Call) -> None:
+        self._own()
+        leg = call.leg
+        if leg is None:
+            return
+        try:
+            ci = call.getInfo()
+        except pj.Error:
+            return
+        for mi in ci.media:
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status in (
+                    pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD, pj.PJSUA_CALL_MEDIA_LOCAL_HOLD):
+                try:
+                    leg.audio = call.getAudioMedia(mi.index)
+                except pj.Error:
+                    continue
+                if leg.player is not None:
+                    leg.player.startTransmit(leg.audio)
+                if leg.bridged and leg.ctx.state != "ended":
+                    self._connect_bridge(leg.ctx, leg)
+                break
+        self._leg_maybe_answered(leg)
+
+    def _leg_maybe_answered(self, leg: OpLeg) -> None:
+        if leg.confirmed and leg.audio is not None and leg.answered_mono is None and not leg.cancelled:
+            leg.answered_mono = time.monotonic()
+            self._emit(OperatorAnswered(leg.ctx.call_uuid, leg.operator_id, utcnow()))
+            log.info("call %s: operator %s answered", leg.ctx.call_uuid, leg.operator_id)
+            self._signal(leg.ctx, "leg_answered", leg=leg.leg_id)
+
+    def _leg_gone(self, leg: OpLeg, code: int, reason: str) -> None:
+        """The operator leg's INVITE session is over (or never started)."""
+        self._own()
+        if leg.state == "ended":
+            return
+        ctx = leg.ctx
+        if leg.call is not None:
+            leg.call.leg = None
+            self._graveyard.append(leg.call)
+            leg.call = None
+        leg.player = None
+        leg.audio = None
+        if ctx.bridged_leg is leg:
+            ctx.bridged_leg = None
+        if leg.answered_mono is None:
+            if not leg.cancelled and leg.uris and code not in (486, 600, 603, 487):
+                self._leg_dial_next(leg, code)  # the next contact of the same operator
+                return
+            self._leg_failed(leg, _failure_outcome(code), code)
+            return
+        self._legs.pop(leg.leg_id, None)
+        leg.state = "ended"
+        if not leg.cancelled:
+            by = "operator"
+        else:
+            by = "caller" if ctx.state == "ended" and ctx.local_hangup == "" else "hotline"
+        talk = time.monotonic() - leg.answered_mono
+        self._emit(OperatorHangup(ctx.call_uuid, leg.operator_id, utcnow(), by, round(talk, 3)))
+        log.info("call %s: operator %s leg ended (by %s)", ctx.call_uuid, leg.operator_id, by)
+        if not leg.cancelled and ctx.state != "ended":
+            self._signal(ctx, "leg_ended", leg=leg.leg_id, by=by)
+
+    def _cancel_leg(self, leg_id: str, outcome: str) -> None:
+        self._own()
+        leg = self._legs.get(leg_id)
+        if leg is None or leg.cancelled:
+            return
+        leg.cancelled = outcome or "cancelled"
+        if leg.call is None:  # still resolving: nothing sent yet
+            if leg.answered_mono is None:
+                self._leg_failed(leg, leg.cancelled, 0)
+            return
+        try:
+            leg.call.hangup(pj.CallOpParam())
+        except pj.Error as e:
+            log.warning("call %s: ending operator leg failed: %s", leg.ctx.call_uuid, e.info().splitlines()[0])
+            self._leg_gone(leg, 0, "hangup failed")
+
+    def _play_to_leg(self, leg_id: str, name: str) -> float:
+        self._own()
+        leg = self._legs.get(leg_id)
+        if leg is None or leg.audio is None:
+            return 0.0
+        prompt = self.prompts.get(name)
+        player = pj.AudioMediaPlayer()
+        player.createPlayer(str(prompt.path), pj.PJMEDIA_FILE_NO_LOOP)
+        player.startTransmit(leg.audio)
+        leg.player = player
+        return prompt.duration
+
+    def _bridge(self, ctx: CallCtx, leg_id: str) -> None:
+        self._own()
+        leg = self._legs.get(leg_id)
+        if leg is None or ctx.state == "ended":
+            return
+        self._stop_player(ctx)
+        leg.player = None
+        leg.bridged = True
+        ctx.bridged_leg = leg
+        self._connect_bridge(ctx, leg)
+        q = getattr(ctx.flow, "queued_at", None)
+        wait = (time.monotonic() - q) if q is not None else 0.0
+        self._emit(CallBridged(ctx.call_uuid, leg.operator_id, utcnow(), round(wait, 3)))
+        log.info("call %s: bridged to operator %s", ctx.call_uuid, leg.operator_id)
+
+    def _connect_bridge(self, ctx: CallCtx, leg: OpLeg) -> None:
+        """caller <-> operator, and the operator into the recording's channel 1."""
+        if ctx.audio is None or leg.audio is None:
+            return
+        ctx.audio.startTransmit(leg.audio)
+        leg.audio.startTransmit(ctx.audio)
+        if len(ctx.ports) > 1:
+            leg.audio.startTransmit(ctx.ports[1])
+
+    # ------------------------------------------------------------------ voicemail
+    def _offset(self, ctx: CallCtx) -> float:
+        return round(time.monotonic() - (ctx.answered_mono or time.monotonic()), 3)
+
+    def _start_voicemail(self, ctx: CallCtx, reason: str) -> None:
+        self._own()
+        if ctx.vm is not None or ctx.state == "ended":
+            return
+        ctx.vm = {"start_s": self._offset(ctx), "reason": reason}
+        rec = ctx.recorder
+        if rec is not None:
+            # The sidecar says "voicemail" too, so a crash-recovered file keeps its kind. Only this
+            # thread writes the sidecar while the recording runs (the writer does at finish()).
+            rec.kind = "voicemail"
+            rec._meta["kind"] = "voicemail"
+            try:
+                _write_json_atomic(rec.sidecar, rec._meta)
+            except OSError as e:
+                log.warning("call %s: cannot update recording sidecar: %s", ctx.call_uuid, e)
+        cfg = self.cfg
+        ctx.vad = VoiceActivity(make_vad(cfg.vad, cfg.clock_rate, cfg.vad_aggressiveness, cfg.vad_energy_dbfs))
+        fmt = pj.MediaFormatAudio()
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, cfg.clock_rate, 1, FRAME_MS * 1000, 16)
+        tap = _TapPort()
+        tap.createPort(f"vad-{ctx.call_uuid[:8]}", fmt)
+        ctx.tap = tap
+        if ctx.audio is not None:
+            ctx.audio.startTransmit(tap)
+        self._emit(VoicemailStarted(ctx.call_uuid, utcnow(), ctx.vm["start_s"], reason))
+        log.info("call %s: voicemail started (%s)", ctx.call_uuid, reason)
+
+    def _stop_voicemail(self, ctx: CallCtx, reason: str) -> None:
+        self._own()
+        if ctx.vm is None or "end_s" in ctx.vm:
+            return
+        ctx.vm["end_s"] = self._offset(ctx)
+        ctx.vm["end_reason"] = reason
+        tap, ctx.tap = ctx.tap, None
+        del tap  # leaves the bridge
+        ctx.vad = None
+        self._emit(VoicemailEnded(ctx.call_uuid, utcnow(), ctx.vm["end_s"], reason))
+        log.info("call %s: voicemail ended (%s, %.1f s)", ctx.call_uuid, reason, ctx.vm["end_s"] - ctx.vm["start_s"])
+
+    def _feed_vad(self, ctx: CallCtx, now: float) -> None:
+        frames = ctx.tap.frames
+        speech = False
+        while frames:
+            try:
+                f = frames.popleft()
+            except IndexError:
+                break
+            speech = ctx.vad.feed(f) or speech
+        if speech:
+            ctx.flow.on_audio(True, now)
 
     # ------------------------------------------------------------------ introspection
     @property

@@ -36,11 +36,40 @@ class WorkerConfig:
     prompts_dir: str = "./var/prompts"
     pjsip_log_level: int = 1  # pjsip's own console log (0-6); never above 3 in production
     transports: list[str] = field(default_factory=lambda: ["udp", "tcp"])
+    # ---- routing to operators and the auto-attendant (used when the worker runs with a Router and
+    # OpenHours, see telephony.routing; without them the flow is notice -> record until hang-up)
+    # Keep one leg free per caller for its operator bridge: a worker with 4 legs admits 2 callers
+    # (the 3rd INVITE gets 486; kamailio's dispatcher maxload should be max_callers).
+    reserve_operator_legs: bool = True
+    ring_timeout_s: float = 20.0  # ring one operator this long, then the next
+    queue_max_wait_s: float = 120.0  # then voicemail is offered
+    queue_announce_every_s: float = 20.0  # the "please wait" announcement between hold music
+    queue_retry_s: float = 2.0  # ask again for a free operator this often while nobody is free
+    decision_budget_s: float = 3.0  # wait this long after the notice for the open-hours answer
+    operator_announce: bool = True  # play "12388 来电" to the operator before bridging
+    menu_timeout_s: float = 6.0  # no DTMF this long after the menu prompt = no input
+    menu_max_tries: int = 3  # no/invalid input this many times -> straight to recording
+    voicemail_max_s: float = 300.0  # a voicemail is cut after this long
+    voicemail_silence_s: float = 5.0  # this much silence after the beep ends the voicemail
+    vad: str = "webrtc"  # webrtc (webrtcvad) / energy
+    vad_aggressiveness: int = 2  # webrtcvad mode 0-3
+    vad_energy_dbfs: float = -45.0  # energy detector: a frame above this level is speech
 
     def __post_init__(self) -> None:
         self.max_calls = max(1, min(int(self.max_calls), PJSUA_MAX_CALLS))
+        if self.vad not in ("webrtc", "energy"):
+            raise ValueError(f"vad must be 'webrtc' or 'energy', got {self.vad!r}")
+        for name in ("ring_timeout_s", "queue_max_wait_s", "queue_announce_every_s", "queue_retry_s",
+                     "menu_timeout_s", "voicemail_max_s", "voicemail_silence_s"):
+            if float(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive")
         for n in list(self.trunk_allow) + list(self.trusted_proxies):
             ipaddress.ip_network(n, strict=False)  # ValueError names the bad entry
+
+    @property
+    def max_callers(self) -> int:
+        """Callers this worker admits when it routes to operators (each needs a second leg)."""
+        return max(1, self.max_calls // 2) if self.reserve_operator_legs else self.max_calls
 
     @property
     def trunk_networks(self):

@@ -91,7 +91,105 @@ class RecordingCompleted:
     extra: dict = field(default_factory=dict)
 
 
-AgentEvent = Union[CallStarted, CallRejected, CallAnswered, DtmfReceived, FlowChanged, CallEnded, RecordingCompleted]
+# ---------------------------------------------------------------- routing and the auto-attendant
+# Live-call events (published to the operators' console). None of them carries the caller's
+# number or URI: the call is named by ``call_uuid`` only. ``operator_id`` is the routing
+# back-end's id of the operator (hotline_api: ``operators.id``).
+
+
+@dataclass(frozen=True)
+class RoutingDecided:
+    """After the notice: which path the call takes. ``path``: queue / attendant / voicemail_offer;
+    ``reason`` e.g. open / closed_holiday / closed_hours / no_operators / decision_timeout;
+    ``provisional``: the holiday data for that date is a fallback (see WorkCalendar)."""
+
+    call_uuid: str
+    at: datetime
+    path: str
+    reason: str = ""
+    provisional: bool = False
+
+
+@dataclass(frozen=True)
+class OperatorRinging:
+    """The worker is ringing an operator for this call."""
+
+    call_uuid: str
+    operator_id: str
+    at: datetime
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class OperatorFailed:
+    """An operator was tried and did not take the call (``outcome``: no_answer / busy / rejected /
+    unreachable / cancelled), with the SIP code when there was one."""
+
+    call_uuid: str
+    operator_id: str
+    at: datetime
+    outcome: str
+    code: int = 0
+
+
+@dataclass(frozen=True)
+class OperatorAnswered:
+    """The operator picked up (the call is announced to them, then bridged)."""
+
+    call_uuid: str
+    operator_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class CallBridged:
+    """Caller and operator are connected (B2BUA bridge in the worker)."""
+
+    call_uuid: str
+    operator_id: str
+    at: datetime
+    wait_s: float = 0.0  # seconds the caller waited in the queue
+
+
+@dataclass(frozen=True)
+class OperatorHangup:
+    """The operator's leg of the call ended (``by``: operator / caller / hotline)."""
+
+    call_uuid: str
+    operator_id: str
+    at: datetime
+    by: str
+    talk_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class VoicemailStarted:
+    """The caller is leaving a voicemail; the call's recording becomes kind ``voicemail``.
+    ``offset_s``: position of the beep in the recording."""
+
+    call_uuid: str
+    at: datetime
+    offset_s: float
+    reason: str = ""  # menu / offer / no_input / queue_timeout
+
+
+@dataclass(frozen=True)
+class VoicemailEnded:
+    """The voicemail part ended (``reason``: hash / silence / max_length / hangup)."""
+
+    call_uuid: str
+    at: datetime
+    offset_s: float
+    reason: str
+
+
+AgentEvent = Union[CallStarted, CallRejected, CallAnswered, DtmfReceived, FlowChanged, CallEnded, RecordingCompleted,
+                   RoutingDecided, OperatorRinging, OperatorFailed, OperatorAnswered, CallBridged, OperatorHangup,
+                   VoicemailStarted, VoicemailEnded]
+
+#: the routing/attendant events (all carry call_uuid and never the caller's identity)
+LIVE_EVENTS = (RoutingDecided, OperatorRinging, OperatorFailed, OperatorAnswered, CallBridged, OperatorHangup,
+               VoicemailStarted, VoicemailEnded)
 
 
 class EventSink(Protocol):

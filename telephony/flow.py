@@ -1,16 +1,23 @@
 """The call flow after answer, as explicit states. Pure logic: no pjsua2, no threads, no clock of
 its own (times are passed in), so it is unit-tested with a fake :class:`FlowControl`.
 
-Current flow (until routing exists)::
+Base flow (a worker without Router/OpenHours: record until hang-up)::
 
     notice --prompt done--> speak_prompt --prompt done--> beep --prompt done--> record
        any state --max_call_seconds--> closing (too_long prompt) --prompt done--> hang up
        any state --caller hangs up--> ended
 
-Routing and the auto-attendant (a later issue) plug in as further :class:`State` subclasses
-registered in :attr:`CallFlow.states` (e.g. ``notice -> queue -> bridged``, ``notice -> attendant
--> menu -> voicemail``) by overriding :meth:`CallFlow.after_notice`; the agent only calls the
-``on_*`` entry points below and implements :class:`FlowControl`.
+Routing and the auto-attendant plug in as further :class:`State` subclasses registered in
+:attr:`CallFlow.states` (``notice -> route -> queue -> connecting -> bridged``, ``notice -> route ->
+attendant -> menu -> voicemail``) by overriding :meth:`CallFlow.after_notice`: see
+``telephony.routing.HotlineFlow`` (queue, operator legs) and ``telephony.attendant`` (menu, scope,
+voicemail). The agent only calls the ``on_*``/``signal`` entry points below and implements
+:class:`FlowControl` (plus, for routing, ``telephony.routing.RoutingControl``).
+
+Besides prompts ending, a state reacts to named timers (:meth:`CallFlow.set_timer`, fired by
+:meth:`CallFlow.tick` through :meth:`State.on_timer`), to signals from the agent
+(:meth:`CallFlow.signal` -> :meth:`State.on_signal`: operator leg progress, routing answers) and to
+the caller's voice activity (:meth:`CallFlow.on_audio`, only while a state asked for it).
 """
 from __future__ import annotations
 
@@ -44,6 +51,15 @@ class State:
     def on_prompt_done(self, prompt: str, now: float) -> None: ...
 
     def on_dtmf(self, digit: str, now: float) -> None: ...
+
+    def on_timer(self, key: str, now: float) -> None: ...
+
+    def on_signal(self, name: str, data: dict, now: float) -> None: ...
+
+    def on_audio(self, speech: bool, now: float) -> None: ...
+
+    def exit(self, now: float) -> None:
+        """Leaving this state (before the next one's ``enter``)."""
 
 
 class PromptState(State):
@@ -118,6 +134,7 @@ class CallFlow:
         self._prompt_ends: float | None = None
         self.ended = False
         self.end_reason = ""
+        self.timers: dict[str, float] = {}
 
     # -- hooks for later issues
     def after_notice(self) -> str:
@@ -125,12 +142,14 @@ class CallFlow:
         return "speak_prompt"
 
     # -- actions used by states
-    def goto(self, name: str, now: float) -> None:
+    def goto(self, name: str, now: float, detail: str = "") -> None:
         if self.ended and name != "ended":
             return
+        if self.state is not None:
+            self.state.exit(now)
         self.state = self.states[name](self)
         self.history.append(name)
-        self.control.state_changed(name)
+        self.control.state_changed(name, detail) if detail else self.control.state_changed(name)
         self.state.enter(now)
 
     def play(self, prompt: str, now: float) -> None:
@@ -138,10 +157,24 @@ class CallFlow:
         self._prompt = prompt
         self._prompt_ends = now + max(0.0, duration)
 
+    def set_timer(self, key: str, at: float) -> None:
+        """Fire ``state.on_timer(key)`` at ``at`` (replaces a timer of the same key). Timers
+        outlive state changes: a state cancels the ones it no longer wants."""
+        self.timers[key] = at
+
+    def cancel_timer(self, *keys: str) -> None:
+        for k in keys:
+            self.timers.pop(k, None)
+
+    def cleanup(self, now: float) -> None:
+        """The call is ending (either side): release what the flow holds (overridden)."""
+
     def end_by_hotline(self, reason: str, now: float) -> None:
         if self.ended:
             return
         self.end_reason = reason
+        self.cleanup(now)
+        self.timers.clear()
         self._clear_prompt()
         self.goto("ended", now)
         self.ended = True
@@ -173,6 +206,22 @@ class CallFlow:
             self._prompt = None
             self._prompt_ends = None
             self.state.on_prompt_done(prompt, now)
+        for key, at in sorted(self.timers.items(), key=lambda kv: kv[1]):
+            if self.ended:
+                break
+            if at <= now and self.timers.get(key) == at:
+                del self.timers[key]
+                self.state.on_timer(key, now)
+
+    def signal(self, name: str, now: float, **data) -> None:
+        """An event from the agent or the routing back-end (see telephony.routing)."""
+        if self.state and not self.ended:
+            self.state.on_signal(name, data, now)
+
+    def on_audio(self, speech: bool, now: float) -> None:
+        """One frame of the caller's audio was (not) speech (sent while a state listens)."""
+        if self.state and not self.ended:
+            self.state.on_audio(speech, now)
 
     def on_dtmf(self, digit: str, now: float) -> None:
         if self.state and not self.ended:
@@ -183,6 +232,10 @@ class CallFlow:
         if self.ended:
             return
         self.end_reason = self.end_reason or "hangup"
+        if self.state is not None:
+            self.state.exit(now)
+        self.cleanup(now)
+        self.timers.clear()
         self._prompt = None
         self._prompt_ends = None
         self.reached_reporting = self.reached_reporting_state

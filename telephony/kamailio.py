@@ -32,23 +32,26 @@ What the generated config does (route names in brackets):
   ``inactive_threshold``) takes dead workers out and brings restarted ones back; the pool
   supervisor also marks a worker down the moment its process exits (``KamailioProcess.rpc``).
 
-Extending (issue 3, operator registration): pass ``CfgExtension(modules=[...],
-modparams=[...], routes={"REGISTRAR": "...", "FROM_WORKER": "..."}, files={...})`` in
-``KamailioConfig.extensions``. Route bodies are kamailio script; ``@@RUN_DIR@@`` in them and in
-modparam values is replaced with the run dir. Nothing here fakes a registrar. A sketch of what
-the registrar extension needs (all in the Debian base package):
+Extending: pass ``CfgExtension(modules=[...], modparams=[...], routes={"REGISTRAR": "...",
+"FROM_WORKER": "..."}, files={...})`` in ``KamailioConfig.extensions``. Route bodies are kamailio
+script; ``@@RUN_DIR@@`` in them and in modparam values is replaced with the run dir.
 
-* modules ``usrloc``, ``registrar``, ``auth``, ``auth_db``, ``db_text`` (credentials in a
-  db_text ``subscriber`` table written into the run dir from the admin API's store, reloaded
-  on change), or ``auth`` + ``htable`` with precomputed HA1 values;
-* route REGISTRAR: ``if (!www_authenticate("$td", "subscriber")) { www_challenge("$td", "1");
-  exit; } consume_credentials(); save("location"); exit;`` (pike already throttles guessing);
-* route FROM_WORKER (a worker dialling an operator, sent to kamailio as outbound proxy over
-  UDP from its SIP port): ``record_route(); if (!lookup("location")) { sl_send_reply("404",
-  "Not Registered"); exit; } route(RELAY);``; static operator URIs are relayed as they are.
-* capacity: an operator leg lives in the caller's worker, so set ``reserved_legs`` (maxload =
-  legs - reserved_legs) to keep legs free for bridges; dispatcher load counts only calls that
-  kamailio routed to the worker.
+Operator registrar (issue 3): ``telephony.routing.registrar_extension(realm)`` is that extension
+(Debian base package modules only):
+
+* REGISTER from operator softphones: digest authentication with ``auth``'s
+  ``pv_www_authenticate`` against the HA1 kept in the in-memory htable ``subs`` (SIP user ->
+  md5(user:realm:password)); the authenticated user must be the AOR's user; then
+  ``save("location")`` (usrloc in memory, ``db_mode`` 0, no domain).
+* Credentials are never in the config: the service pushes them over the ctl socket
+  (``htable.sets subs <user> <ha1>``, ``htable.delete``), see
+  ``telephony.routing.push_credentials`` and ``hotline_api.sip_routing.RegistrarSync`` (keeps the
+  htable equal to the DB, full push after a kamailio restart). Changes apply without restart.
+* [FROM_WORKER]: an agent worker dials an operator as ``sip:<user>@<kamailio>``; kamailio
+  ``lookup("location")`` (404 Not Registered when the softphone is gone: the worker tries the next
+  operator), record-routes and relays; in-dialog requests follow [WITHINDLG].
+* capacity: an operator leg lives in the caller's worker, so set ``reserved_legs`` = 2 (maxload
+  = 4 - 2 = 2 callers per worker, matching the worker's own ``max_callers``).
 
 Confidentiality: the generated config never logs From/To/R-URI/Contact (caller numbers); log
 lines carry the method, source IP and Call-ID only.

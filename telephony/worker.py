@@ -7,7 +7,12 @@ As a library (the composition root wires its own sink, e.g. the database)::
 
 As a process (tests, development)::
 
-    python -m telephony.worker --config worker.json --events events.jsonl
+    python -m telephony.worker --config worker.json --events events.jsonl [--routing routing.json]
+
+``--routing`` switches on the queue and the auto-attendant with in-memory operators
+(:class:`telephony.routing.InMemoryRouter`) and fixed hours: ``{"open": true, "wrap_up_s": 0,
+"operators": [{"id": "op1", "uris": ["sip:op1@127.0.0.1:5071"]}]}`` (operators listed longest idle
+first). The database-backed router and working hours are wired by ``hotline_api.sip_routing``.
 
 ``worker.json`` holds :class:`telephony.config.WorkerConfig` fields. Events are appended to the
 JSON-lines file (caller identity redacted). SIGTERM/SIGINT shut down gracefully: calls are hung
@@ -28,14 +33,17 @@ __all__ = ["run_worker", "WorkerConfig", "main"]
 
 
 def run_worker(cfg: WorkerConfig, sink: EventSink, stop_event: threading.Event | None = None,
-               ready: threading.Event | None = None) -> None:
+               ready: threading.Event | None = None, router=None, hours=None, clock=None) -> None:
     """Serve calls until ``stop_event`` is set (blocks). Recovers the worker's spool first.
 
     ``sink.publish`` is called on this thread and must not block (wrap a slow sink in
-    :class:`telephony.sinks.QueuedSink`). ``ready`` is set once the SIP transports listen."""
+    :class:`telephony.sinks.QueuedSink`). ``ready`` is set once the SIP transports listen.
+    ``router`` (telephony.routing.Router) and ``hours`` (OpenHours) switch on the queue and the
+    auto-attendant; they are called on helper threads only. ``clock`` (-> aware UTC datetime)
+    is the time the working-hours decision uses."""
     from telephony.agent import Agent
 
-    agent = Agent(cfg, sink, stop_event)
+    agent = Agent(cfg, sink, stop_event, router=router, hours=hours, clock=clock)
     if ready is not None:
         orig = agent.ready
         agent.ready = ready
@@ -47,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m telephony.worker", description="12388 SIP agent worker")
     ap.add_argument("--config", required=True, help="WorkerConfig as JSON")
     ap.add_argument("--events", required=True, help="append events to this JSON-lines file")
+    ap.add_argument("--routing", help="in-memory operators and fixed hours as JSON (see module doc)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
@@ -56,6 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, TypeError) as e:
         print(f"telephony.worker: bad config {args.config}: {e}", file=sys.stderr)
         return 2
+    router = hours = None
+    if args.routing:
+        import json
+
+        from telephony.routing import FixedHours, InMemoryRouter
+
+        try:
+            data = json.loads(open(args.routing, encoding="utf-8").read())
+            router = InMemoryRouter.from_mapping(data)
+            hours = FixedHours(bool(data.get("open", True)), str(data.get("reason", "")))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"telephony.worker: bad routing file {args.routing}: {e}", file=sys.stderr)
+            return 2
     from telephony.sinks import JsonlSink
 
     sink = JsonlSink(args.events)
@@ -68,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     ready = threading.Event()
     try:
-        run_worker(cfg, sink, stop, ready)
+        run_worker(cfg, sink, stop, ready, router=router, hours=hours)
     finally:
         sink.close()
     return 0

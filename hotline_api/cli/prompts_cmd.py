@@ -33,8 +33,19 @@ def _build(args) -> int:
     def progress(name: str, status: str) -> None:
         print(f"  {name}: {status}", file=sys.stderr)
 
+    from telephony.routing import EXTRA_PROMPTS, build_extra_prompts
+
+    wanted = set(args.names or [])
+    base = [n for n in wanted if n not in EXTRA_PROMPTS]
     try:
-        result = build_prompts(target, force=args.force, names=args.names or None, progress=progress)
+        result = {}
+        if not wanted or base:
+            result.update(build_prompts(target, force=args.force, names=base or None, progress=progress))
+        if not wanted or wanted & set(EXTRA_PROMPTS):  # queue/attendant prompts
+            for name, status in build_extra_prompts(target, force=args.force).items():
+                if not wanted or name in wanted:
+                    progress(name, status)
+                    result[name] = status
     except PromptError as e:
         raise CliError(str(e)) from e
     written = sum(1 for v in result.values() if v == "written")

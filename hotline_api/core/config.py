@@ -42,7 +42,7 @@ class Settings:
     sip_use_kamailio: bool = False  # False: single worker on sip_port, no kamailio (development)
     sip_public_address: str = ""  # address put in SDP/Contact; default: sip_host
     sip_clock_rate: int = 16000  # conference bridge = recording rate; 8000 halves media CPU (no G.722 wide band)
-    sip_reserved_legs: int = 0  # legs per worker kept free for operator bridges (kamailio maxload = 4 - this)
+    sip_reserved_legs: int = 2  # legs per worker kept for operator bridges: kamailio sends 4 - 2 = 2 callers
     rtp_port_base: int = 20000
     hotline_number: str = "12388"
     trunk_allow: list[str] = field(default_factory=lambda: ["127.0.0.0/8"])
@@ -50,6 +50,16 @@ class Settings:
     max_call_seconds: int = 3600  # past it the call gets a closing prompt and is ended
     pike_reqs_per_interval: int = 60  # flood limit per source IP (kamailio pike)
     pike_interval_s: int = 2
+    # Operators, queue and auto-attendant
+    operator_wrap_up_seconds: int = 30
+    queue_ring_timeout_seconds: int = 20
+    queue_max_wait_seconds: int = 120  # then voicemail (press 1) or a callback is offered
+    queue_announce_every_seconds: int = 20
+    attendant_menu_timeout_seconds: int = 6
+    voicemail_max_seconds: int = 300
+    voicemail_silence_seconds: int = 5  # silence that ends a voicemail
+    voicemail_vad: str = "webrtc"  # webrtc / energy
+    sip_registrar_realm: str = "12388"  # digest realm for operator softphones at kamailio
     # HTTP
     http_host: str = "127.0.0.1"
     http_port: int = 8000

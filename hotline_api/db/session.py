@@ -32,7 +32,7 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - trivial
-            mode = conn.info.pop("begin_mode", "DEFERRED")
+            mode = conn.info.pop("begin_mode", None) or conn.get_execution_options().get("sqlite_begin", "DEFERRED")
             conn.exec_driver_sql(f"BEGIN {mode}")
 
     _engines[url] = engine
@@ -41,6 +41,16 @@ def make_engine(url: str) -> Engine:
 
 def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(bind=make_engine(url), expire_on_commit=False, future=True)
+
+
+def write_session(factory: sessionmaker[Session]) -> Session:
+    """A session whose transaction takes the write lock at its first statement (SQLite:
+    ``BEGIN IMMEDIATE``, which waits up to the busy timeout instead of failing when a read
+    transaction later wants to write; other backends: an ordinary transaction)."""
+    s = factory()
+    if s.get_bind().dialect.name == "sqlite":
+        s.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    return s
 
 
 def dispose_all() -> None:

@@ -4,5 +4,6 @@ from hotline_api.models.calls import Call, DtmfEvent, Recording
 import hotline_api.models.governance  # noqa: F401,E402
 import hotline_api.models.cases  # noqa: F401,E402
 import hotline_api.models.asr  # noqa: F401,E402
+import hotline_api.models.operators  # noqa: F401,E402
 
 __all__ = ["Base", "Call", "DtmfEvent", "Recording"]

@@ -18,6 +18,7 @@ from typing import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from hotline_api.db.session import write_session
 from hotline_api.models.calls import Call, DtmfEvent, Recording
 from telephony import events as ev
 
@@ -51,7 +52,7 @@ class CallStore:
         if handler is None:
             log.debug("no handler for %s", type(event).__name__)
             return
-        with self.sessions() as s:
+        with write_session(self.sessions) as s:  # many workers write: take the lock first, wait for it
             handler(s, event)
             s.commit()
         if isinstance(event, ev.RecordingCompleted):
@@ -108,6 +109,7 @@ class CallStore:
         call.hangup_cause = e.hangup_cause
         call.hangup_reason = e.hangup_reason[:255]
         call.hung_up_by = e.hung_up_by
+        self._live(s, e, "call_ended", status=e.status, by=e.hung_up_by)
         log.info("call %s ended: %s %d by %s", e.call_uuid, e.status, e.hangup_cause, e.hung_up_by)
 
     def _on_RecordingCompleted(self, s: Session, e: ev.RecordingCompleted) -> None:
@@ -128,6 +130,45 @@ class CallStore:
         if e.kind == "voicemail" and rec.call is not None:
             rec.call.channel = "voicemail"
         log.info("recording %s %s (%.1f s)", rec.id, e.status, e.duration)
+
+    # -------------------------------------------- routing / attendant events (issue 3, owner: queue work)
+    # Each becomes a live call event (hotline_api.services.live) for the console; none carries
+    # the caller's identity. The Call row is not required (events may arrive for a call whose
+    # CallStarted row failed); CallBridged records which operator took the call.
+    def _live(self, s: Session, e, type_: str, operator_id: str | None = None, **data) -> None:
+        from hotline_api.services import live
+
+        live.publish(s, e.call_uuid, type_, operator_id=operator_id, at=e.at, data=data)
+
+    def _on_RoutingDecided(self, s: Session, e) -> None:
+        self._live(s, e, "routed", path=e.path, reason=e.reason, provisional=e.provisional)
+
+    def _on_OperatorRinging(self, s: Session, e) -> None:
+        self._live(s, e, "ringing", e.operator_id, attempt=e.attempt)
+
+    def _on_OperatorFailed(self, s: Session, e) -> None:
+        self._live(s, e, "operator_failed", e.operator_id, outcome=e.outcome, code=e.code)
+
+    def _on_OperatorAnswered(self, s: Session, e) -> None:
+        self._live(s, e, "answered", e.operator_id)
+
+    def _on_CallBridged(self, s: Session, e) -> None:
+        from hotline_api.models.operators import Operator
+
+        call = s.get(Call, e.call_uuid)
+        if call is not None:  # calls.operator_id is the operator's user id (what access rules compare)
+            op = s.get(Operator, e.operator_id)
+            call.operator_id = op.user_id if op is not None else e.operator_id
+        self._live(s, e, "bridged", e.operator_id, wait_s=e.wait_s)
+
+    def _on_OperatorHangup(self, s: Session, e) -> None:
+        self._live(s, e, "hangup", e.operator_id, by=e.by, talk_s=e.talk_s)
+
+    def _on_VoicemailStarted(self, s: Session, e) -> None:
+        self._live(s, e, "voicemail_started", offset_s=e.offset_s, reason=e.reason)
+
+    def _on_VoicemailEnded(self, s: Session, e) -> None:
+        self._live(s, e, "voicemail_ended", offset_s=e.offset_s, reason=e.reason)
 
 
 class QueuedSink:

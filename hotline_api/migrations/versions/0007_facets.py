@@ -1,7 +1,7 @@
 """merge the parallel branches; case_facets (clear issue types/places of encrypted case documents)
 
 Revision ID: 0007_facets
-Revises: 0003_asr, 0004_cases, 0005_gov
+Revises: 0003_asr, 0004_cases, 0006_ops (which follows 0005_gov)
 """
 import json
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_facets"
-down_revision = ("0003_asr", "0004_cases", "0005_gov")
+down_revision = ("0003_asr", "0004_cases", "0006_ops")  # 0006_ops follows 0005_gov
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,4 @@
-"""Schema changes go through alembic: the migrated schema equals the models, and downgrade works."""
+"""Schema changes go through alembic: the migrated schema equals the models, with one head."""
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
