@@ -33,6 +33,8 @@ from typing import BinaryIO, Iterator
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from recordings.keys import fsync_dir
+
 MAGIC = b"HLRECENC"
 VERSION = 1
 DEFAULT_CHUNK_SIZE = 64 * 1024
@@ -180,7 +182,7 @@ def encrypt_file(src_path: Path, dst_path: Path, data_key: bytes, key_id: str, c
             tmp.unlink(missing_ok=True)
             raise
     os.replace(tmp, dst_path)
-    _fsync_dir(dst_path.parent)
+    fsync_dir(dst_path.parent)
     return result
 
 
@@ -288,16 +290,3 @@ def _read_exact(f: BinaryIO, n: int) -> bytes:
         parts.append(b)
         got += len(b)
     return b"".join(parts)
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
