@@ -42,7 +42,7 @@ run: install
 	$(BIN)/hotline serve
 
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider --junitxml=test-output/junit.xml $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --junitxml=test-output/junit.xml $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not sip and not vosk and not browser and not slow" $(PYTEST_ARGS)

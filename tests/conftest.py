@@ -23,7 +23,10 @@ def shared_path(*parts: str) -> Path:
 def settings(tmp_path, monkeypatch):
     """Settings pointing at a fresh data dir, installed as the process-wide settings."""
     from hotline_api.core import config
+    from hotline_api.db import crypto_types
 
+    crypto_types.set_field_cipher(None)  # a cipher installed by an earlier test's data dir must not leak
+    crypto_types.clear_cache()
     for k in list(os.environ):
         if k.startswith("HOTLINE_") and k != "HOTLINE_SHARED_DIR":
             monkeypatch.delenv(k, raising=False)
@@ -32,6 +35,8 @@ def settings(tmp_path, monkeypatch):
     config.set_settings(s)
     yield s
     config.set_settings(None)
+    crypto_types.set_field_cipher(None)
+    crypto_types.clear_cache()
 
 
 @pytest.fixture

@@ -222,7 +222,12 @@
       var k = kindOf(data.type || data.event || type);
       var id = data.call_uuid || data.call_id || data.id;
       if (k === "ringing") { setState("来电振铃中", "ringing"); }
-      else if (k === "on-call") { setState("通话中", "on-call"); if (id) loadCall(id); }
+      else if (k === "on-call") {
+        setState("通话中", "on-call");
+        /* the call becomes the operator's (calls.operator_id) when it is bridged, not when they answer
+           (the "12388 来电" announcement comes in between): load its part only then */
+        if (id && /bridge|connect/.test(String(data.type || data.event || type))) loadCall(id);
+      }
       else if (k === "missed") { if (!id || id === current) setState("来电未接通", ""); }
       else if (k === "ended") { if (!id || id === current) setState("通话已结束（请完成登记）", ""); }
       else if (k === "text") {
