@@ -12,8 +12,8 @@ for that, then hangs up (abandoned unless already bridged).
 Prints: callers / bridged / abandoned; time to answer (queue entry -> bridged: p50, p90, max);
 agent CPU (all workers: CPU seconds, average cores, per bridged call) and RSS.
 
-    .venv/bin/python bench/queue.py                       # 50 callers, 5 operators, 25 workers
-    .venv/bin/python bench/queue.py --callers 10 --operators 2 --workers 5 --talk 4   # quick check
+    .venv/bin/python bench/queue_calls.py                       # 50 callers, 5 operators, 25 workers
+    .venv/bin/python bench/queue_calls.py --callers 10 --operators 2 --workers 5 --talk 4   # quick check
 """
 from __future__ import annotations
 
@@ -254,7 +254,7 @@ def main() -> int:
         if args.no_write:
             return 0
         with open(res, "a", encoding="utf-8") as f:
-            f.write(f"\n## bench/queue.py — {args.callers} callers, {args.operators} operators "
+            f.write(f"\n## bench/queue_calls.py — {args.callers} callers, {args.operators} operators "
                     f"({time.strftime('%Y-%m-%d %H:%M')})\n\n")
             f.write(f"{workers} workers (2 callers each), talk {args.talk} s, patience {args.patience} s, "
                     f"arrivals over {args.spread} s; {platform.node()}, {os.cpu_count()} cores; "
