@@ -239,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
     try:
-        run_worker(cfg, _Tee(*sinks), stop, threading.Event(), router=router, hours=hours, clock=clock)
+        from hotline_api.wiring import live_transcriber_for
+
+        run_worker(cfg, _Tee(*sinks), stop, threading.Event(), router=router, hours=hours, clock=clock,
+                   live_transcriber=live_transcriber_for(settings))
     finally:
         store_sink.close()
         if jsonl is not None:

@@ -6,6 +6,10 @@ The chain of a call::
     telephony worker --events--> CallStore (rows) --RecordingCompleted--> storage.on_recording_completed
         (encrypt at rest, assign to the manager on duty, audit) --> transcription.enqueue (job)
     ASR worker --TranscriptReady--> cases.on_transcript_completed (draft, duplicates, urgent alert)
+
+During the call, the caller's channel also goes to a live recognizer (:class:`LiveAsr`, one Vosk
+model per SIP worker process): telephony agent --LiveTranscript--> CallStore --> live events
+``partial`` / ``transcript`` for the operator's console (text masked, see CallStore).
 """
 from __future__ import annotations
 
@@ -94,6 +98,135 @@ def transcript_to_draft(factory: sessionmaker[Session], settings: Settings) -> C
     return on_transcript
 
 
+# ------------------------------------------------------------------------------ live transcript
+class _LiveSession:
+    """One call's live recognizer, as the agent sees it (telephony.events.LiveTranscriber)."""
+
+    def __init__(self, model, rate: int, emit: Callable, max_backlog_s: float, replacements, name: str) -> None:
+        from asr.live import LiveRecognizer
+
+        self.emit = emit
+        self.rate = rate
+        self._last_end = 0.0
+        self.rec = LiveRecognizer(model, rate, on_partial=self._partial, on_final=self._final,
+                                  max_backlog_seconds=max_backlog_s, replacements=replacements, name=name)
+
+    def feed(self, pcm: bytes) -> None:
+        self.rec.feed(pcm)
+
+    def close(self) -> None:
+        self.rec.close(timeout=15.0)
+
+    # recognizer thread
+    def _partial(self, text: str) -> None:
+        from telephony.events import LiveText
+
+        st = self.rec.stats
+        pos = (st.processed_bytes + st.dropped_bytes) / 2 / self.rate  # about where decoding is
+        self.emit(LiveText(False, text, self._last_end, max(pos, self._last_end)))
+
+    def _final(self, seg: dict) -> None:
+        from telephony.events import LiveText
+
+        self._last_end = float(seg["end"])
+        self.emit(LiveText(True, seg["text"], float(seg["start"]), float(seg["end"])))
+
+
+class LiveAsr:
+    """The live-transcriber factory of one SIP worker process (telephony.events.LiveTranscriberFactory).
+
+    The agent calls it on a helper thread per answered call, never on its pjsua2 thread. The
+    Vosk model is loaded lazily, once per process, on a thread of its own, when the first call
+    comes: the worker starts and answers calls at once. A call waits (on its helper thread, its
+    audio buffered by the agent) at most ``wait_s`` for the model; a call that comes while no
+    model is installed, or while it fails to load, has no live transcript (the model's state is
+    checked again at the next call, so installing one needs no restart)."""
+
+    def __init__(self, model_dir, max_backlog_s: float = 2.0, wait_s: float = 20.0, replacements=None,
+                 retry_s: float = 60.0) -> None:
+        from pathlib import Path
+
+        self.model_dir = Path(model_dir)
+        self.max_backlog_s = max_backlog_s
+        self.wait_s = wait_s
+        self.retry_s = retry_s
+        self.replacements = replacements
+        self.model = None
+        self._lock = threading.Lock()
+        self._loaded = threading.Event()
+        self._loading = False
+        self._retry_at = 0.0
+        self._said_missing = False
+
+    def _start_loading(self) -> bool:
+        """Start the model load unless done or under way; False when no model can be loaded now."""
+        import time
+
+        from asr.models import is_ready, model_status
+
+        with self._lock:
+            if self.model is not None or self._loading:
+                return True
+            if time.monotonic() < self._retry_at:
+                return False
+            if not is_ready(self.model_dir):
+                if not self._said_missing:
+                    log.warning("no live Vosk model at %s (%s): calls have no live transcript until one is "
+                                "installed", self.model_dir, model_status(self.model_dir))
+                    self._said_missing = True
+                return False
+            self._loading = True
+            self._loaded.clear()
+        threading.Thread(target=self._load, name="live-asr-model", daemon=True).start()
+        return True
+
+    def _load(self) -> None:
+        import time
+
+        from asr.engine import load_model
+
+        try:
+            model = load_model(self.model_dir)
+        except Exception as e:  # noqa: BLE001 - ModelError, or anything vosk raises
+            log.error("live ASR: %s; calls have no live transcript (retry in %.0f s)", e, self.retry_s)
+            model = None
+        with self._lock:
+            self.model = model
+            self._loading = False
+            if model is None:
+                self._retry_at = time.monotonic() + self.retry_s
+            else:
+                self._said_missing = False
+            self._loaded.set()
+
+    def __call__(self, call_uuid: str, rate: int, emit: Callable):
+        if not self._start_loading():
+            return None
+        if self.model is None and not self._loaded.wait(self.wait_s):
+            log.info("call %s: live ASR model still loading: no live transcript for this call", call_uuid)
+            return None
+        model = self.model
+        if model is None:
+            return None
+        return _LiveSession(model, rate, emit, self.max_backlog_s, self.replacements, call_uuid[:8])
+
+
+def live_transcriber_for(settings: Settings) -> LiveAsr | None:
+    """The SIP worker's live-transcriber factory, or None when ``live_asr`` is off."""
+    if not getattr(settings, "live_asr", True):
+        log.info("live transcript switched off (live_asr = false)")
+        return None
+    from asr.postprocess import Replacements
+    from hotline_api.services.transcription import REPLACEMENTS_FILE
+
+    try:
+        repl = Replacements.from_file(settings.data_dir / REPLACEMENTS_FILE)
+    except Exception as e:  # noqa: BLE001 - a broken admin file must not stop the SIP worker
+        log.warning("live ASR: replacements file not used (%s)", e)
+        repl = None
+    return LiveAsr(settings.live_model_dir, replacements=repl)
+
+
 # ------------------------------------------------------------------------------------- parts
 def run_part(part: str, settings: Settings, stop: threading.Event) -> None:
     runners = {"api": run_api, "sip": run_sip, "worker": run_asr_worker, "scheduler": run_scheduler}
@@ -137,7 +270,8 @@ def run_sip_worker(settings: Settings, worker_id: str, port: int, behind_proxy: 
     sink = QueuedSink(build_call_store(settings, factory, ctx), name=f"call-store-{worker_id}")
     router, hours = routing_for(settings, factory)  # operators and working hours from the DB
     try:
-        run_worker(worker_config(settings, worker_id, port, behind_proxy), sink, stop, router=router, hours=hours)
+        run_worker(worker_config(settings, worker_id, port, behind_proxy), sink, stop, router=router, hours=hours,
+                   live_transcriber=live_transcriber_for(settings))
     finally:
         sink.close()
 

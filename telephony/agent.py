@@ -21,6 +21,15 @@ Thread discipline (enforced by :meth:`Agent._own`, which every pjsua2-touching m
   :class:`telephony.routing.RoutingClient` helper threads, never on the owner. Their results come
   back through :meth:`Agent.post` and reach the call flow as signals; the owner loop never waits
   for them (the caller hears hold audio meanwhile).
+* Live transcript (with a ``live_transcriber`` factory, see telephony.events.LiveTranscriberFactory):
+  the caller's channel-0 :class:`_RecPort` also appends each frame's bytes (the same object the
+  mixer gets) to a bounded deque of a :class:`_LiveFeed`. One helper thread per call creates the
+  transcriber (the factory may wait for a model), moves the frames to ``feed`` and, after the
+  hang-up, calls ``close``. Nothing of the transcriber runs on the media clock thread or on the
+  owner: a slow, blocked or failing transcriber only makes the deque drop its oldest frames (or
+  switches live ASR off for that call); the recording never waits. Results are published as
+  :class:`telephony.events.LiveTranscript` from the transcriber's thread, not through the owner
+  (whose loop also receives the RTP packets). The text is never logged.
 * The SWIG bindings release the GIL inside C calls (``libHandleEvents`` included), so the media
   thread's Python callbacks are not blocked by the owner's loop.
 
@@ -43,6 +52,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,9 +64,9 @@ from telephony.admission import decide
 from telephony.config import PJSUA_MAX_CALLS, WorkerConfig
 from telephony.attendant import VoiceActivity, make_vad
 from telephony.events import (CallAnswered, CallBridged, CallEnded, CallRejected, CallStarted, DtmfReceived,
-                              EventSink, FlowChanged, OperatorAnswered, OperatorFailed, OperatorHangup,
-                              OperatorRinging, RecordingCompleted, RoutingDecided, VoicemailEnded,
-                              VoicemailStarted)
+                              EventSink, FlowChanged, LiveText, LiveTranscriberFactory, LiveTranscript,
+                              OperatorAnswered, OperatorFailed, OperatorHangup, OperatorRinging, RecordingCompleted,
+                              RoutingDecided, VoicemailEnded, VoicemailStarted)
 from telephony.flow import CallFlow
 from telephony.recorder import _write_json_atomic
 from telephony.routing import HotlineFlow, OpenHours, OperatorTarget, Router, RoutingClient, build_extra_prompts
@@ -81,19 +91,137 @@ class _RecPort(pj.AudioMediaPort):
     """A sink port of the bridge: each frame it receives goes to one channel of a mixer.
     ``onFrameReceived`` runs on the media clock thread: it only copies bytes (see module doc)."""
 
-    def __init__(self, mixer: StereoMixer, channel: int) -> None:
+    def __init__(self, mixer: StereoMixer, channel: int, live: "_LiveFeed | None" = None) -> None:
         super().__init__()
         self.mixer = mixer
         self.channel = channel
+        self.live = live  # the caller's channel only: frames for the live transcriber too
 
     def onFrameReceived(self, frame) -> None:  # media clock thread
         try:
-            if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
-                self.mixer.push(self.channel, bytes(frame.buf))
-            else:
-                self.mixer.push(self.channel, None)
+            data = bytes(frame.buf) if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO else None
+            self.mixer.push(self.channel, data)  # the recording first, always
+            live = self.live
+            if live is not None:
+                live.push(data)
         except Exception:  # never raise into pjmedia
             pass
+
+
+class _LiveFeed:
+    """The caller's frames on their way to a live transcriber (see the module doc).
+
+    ``push`` runs on the media clock thread: a bounded ``deque.append`` (oldest frames fall out
+    when the transcriber lags) and a counter, nothing else. Everything else runs on this object's
+    own thread: the factory call, ``feed``, ``close``. ``emit`` gets each result (any thread).
+    After ``max_errors`` consecutive failures of ``feed`` live ASR is switched off for the call."""
+
+    POLL_S = 0.04
+
+    def __init__(self, call_uuid: str, rate: int, samples_per_frame: int, factory: LiveTranscriberFactory,
+                 emit: Callable[[LiveText], None], buffer_s: float = 10.0, max_errors: int = 5) -> None:
+        self.call_uuid = call_uuid
+        self.rate = rate
+        self.factory = factory
+        self.emit = emit
+        self.max_errors = max_errors
+        self._silence = bytes(2 * samples_per_frame)
+        self.frames: deque = deque(maxlen=max(5, int(buffer_s * 1000 / FRAME_MS)))
+        self.on = True  # read by the media thread: False = stop collecting frames
+        self.pushed = 0  # frames offered by the media thread
+        self.taken = 0  # frames moved to the transcriber (or given up when it failed)
+        self.errors = 0
+        self.lead_s = 0.0  # caller audio dropped before the transcriber got its first frame
+        self.state = "starting"  # starting / running / unavailable / failed / closed
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, name=f"live-{call_uuid[:8]}", daemon=True)
+
+    # media clock thread
+    def push(self, data: bytes | None) -> None:
+        if self.on:
+            self.frames.append(data)
+            self.pushed += 1
+
+    # owner thread
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """The call ended: feed what is buffered, then close (on this object's thread)."""
+        self._stop = True
+
+    @property
+    def dropped(self) -> int:
+        return max(0, self.pushed - self.taken - len(self.frames))
+
+    def _emit(self, res: LiveText) -> None:
+        """Results in seconds since the answer (the transcriber counts from its first frame)."""
+        if self.lead_s:
+            res = LiveText(res.final, res.text, res.start + self.lead_s, res.end + self.lead_s)
+        self.emit(res)
+
+    # own thread
+    def _batch(self) -> bytes:
+        out = []
+        frames = self.frames
+        while True:
+            try:
+                d = frames.popleft()
+            except IndexError:
+                break
+            out.append(d if d else self._silence)
+        self.taken += len(out)
+        return b"".join(out)
+
+    def _run(self) -> None:
+        uid = self.call_uuid
+        try:
+            t = self.factory(uid, self.rate, self._emit)
+        except Exception as e:  # noqa: BLE001 - the call goes on without live ASR
+            log.warning("call %s: live transcription could not start (%s)", uid, type(e).__name__)
+            t = None
+        if t is None:
+            self.on = False
+            self.frames.clear()
+            self.state = "unavailable"
+            log.info("call %s: no live transcription", uid)
+            return
+        self.lead_s = self.dropped * FRAME_MS / 1000  # (a slow factory, e.g. a model still loading)
+        self.state = "running"
+        log.info("call %s: live transcription started", uid)
+        failures = 0
+        while True:
+            stopping = self._stop
+            pcm = self._batch()
+            if pcm:
+                try:
+                    t.feed(pcm)
+                    failures = 0
+                except Exception as e:  # noqa: BLE001 - never reaches the call or the recording
+                    failures += 1
+                    self.errors += 1
+                    if failures >= self.max_errors:
+                        log.warning("call %s: live transcription switched off after %d failures (%s)",
+                                    uid, failures, type(e).__name__)
+                        self.state = "failed"
+                        break
+            elif stopping:
+                break
+            else:
+                time.sleep(self.POLL_S)
+        self.on = False
+        self.taken += len(self.frames)
+        self.frames.clear()
+        try:
+            t.close()
+        except Exception as e:  # noqa: BLE001
+            log.warning("call %s: closing live transcription failed (%s)", uid, type(e).__name__)
+        if self.state == "running":
+            self.state = "closed"
+        # counts only: the text is report content and never logged
+        log.info("call %s: live transcription ended (%s; %.1f s fed, %.1f s dropped, %d feed error(s))", uid,
+                 self.state, (self.pushed - self.dropped) * FRAME_MS / 1000, self.dropped * FRAME_MS / 1000,
+                 self.errors)
 
 
 class _TapPort(pj.AudioMediaPort):
@@ -170,6 +298,7 @@ class CallCtx:
     vm: dict | None = None  # voicemail: start/end offsets and reasons
     tap: Any = None  # _TapPort while a voicemail is recorded
     vad: Any = None
+    live: "_LiveFeed | None" = None  # the caller's frames for the live transcriber
 
 
 @dataclass
@@ -265,11 +394,16 @@ class _RoutingControl(_Control):
 class Agent:
     def __init__(self, cfg: WorkerConfig, sink: EventSink, stop_event: threading.Event | None = None,
                  router: Router | None = None, hours: OpenHours | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 live_transcriber: LiveTranscriberFactory | None = None) -> None:
         """``router`` + ``hours`` switch on routing and the auto-attendant after the notice
         (without them: notice, then record until hang-up). ``clock`` gives the UTC time used
-        for the working-hours decision (injectable for tests)."""
+        for the working-hours decision (injectable for tests). ``live_transcriber`` (a factory,
+        see telephony.events.LiveTranscriberFactory) switches on the live transcript of the
+        caller's channel; it is called on a helper thread per call."""
         self.cfg = cfg
+        self.live_transcriber = live_transcriber
+        self._live_feeds: list[_LiveFeed] = []
         self.router = router
         self.hours = hours
         self.clock = clock or utcnow
@@ -415,6 +549,9 @@ class Agent:
         deadline = time.monotonic() + 15.0
         while self._finishing and time.monotonic() < deadline:
             self._turn(10)
+        deadline = time.monotonic() + 10.0  # last live results reach the sink before it is closed
+        while any(f.thread.is_alive() for f in self._live_feeds) and time.monotonic() < deadline:
+            self._turn(10)
         self.writer.stop()
         while True:
             try:
@@ -501,9 +638,10 @@ class Agent:
         mixer = StereoMixer(spf)
         fmt = pj.MediaFormatAudio()
         fmt.init(pj.PJMEDIA_FORMAT_PCM, rate, 1, FRAME_MS * 1000, 16)
+        live = self._start_live(ctx, rate, spf)
         ports = []
         for ch in (0, 1):
-            p = _RecPort(mixer, ch)
+            p = _RecPort(mixer, ch, live if ch == 0 else None)
             p.createPort(f"rec{ch}-{rec_id[:8]}", fmt)
             ports.append(p)
         ctx.mixer, ctx.recorder, ctx.ports = mixer, recorder, ports
@@ -652,6 +790,9 @@ class Agent:
         ctx.audio = None
         ports, ctx.ports = ctx.ports, []
         del ports  # the ports leave the bridge now: no frame arrives after this point
+        if ctx.live is not None:
+            ctx.live.stop()  # its thread feeds what is left and closes the transcriber
+            ctx.live = None
         if ctx.local_hangup:
             by = "system" if ctx.local_hangup in ("shutdown", "recording_unavailable") else "hotline"
             status = "ended"
@@ -907,6 +1048,32 @@ class Agent:
         leg.audio.startTransmit(ctx.audio)
         if len(ctx.ports) > 1:
             leg.audio.startTransmit(ctx.ports[1])
+
+    # ------------------------------------------------------------------ live transcript
+    def _start_live(self, ctx: CallCtx, rate: int, spf: int) -> "_LiveFeed | None":
+        self._own()
+        if self.live_transcriber is None:
+            return None
+        uid = ctx.call_uuid
+
+        def emit(res: LiveText) -> None:  # the transcriber's thread
+            try:
+                ev = LiveTranscript(uid, utcnow(), bool(res.final), str(res.text or ""),
+                                    round(float(res.start), 3), round(float(res.end), 3))
+            except Exception:  # noqa: BLE001 - a malformed result is dropped
+                return
+            if ev.text:
+                # Published from this thread, not posted to the owner: the owner's loop also reads
+                # the RTP sockets, so live ASR adds no work there (sinks are thread-safe, see
+                # telephony.events.LiveTranscript).
+                self._emit(ev)
+
+        feed = _LiveFeed(uid, rate, spf, self.live_transcriber, emit, buffer_s=self.cfg.live_buffer_s)
+        self._live_feeds = [f for f in self._live_feeds if f.thread.is_alive()]
+        self._live_feeds.append(feed)
+        ctx.live = feed
+        feed.start()
+        return feed
 
     # ------------------------------------------------------------------ voicemail
     def _offset(self, ctx: CallCtx) -> float:

@@ -54,6 +54,10 @@ class WorkerConfig:
     vad: str = "webrtc"  # webrtc (webrtcvad) / energy
     vad_aggressiveness: int = 2  # webrtcvad mode 0-3
     vad_energy_dbfs: float = -45.0  # energy detector: a frame above this level is speech
+    # ---- live transcript of the caller's channel (used when the worker gets a live-transcriber
+    # factory): caller frames wait at most this long for the transcriber; older ones are dropped
+    # (live ASR degrades, the recording never waits)
+    live_buffer_s: float = 10.0
 
     def __post_init__(self) -> None:
         self.max_calls = max(1, min(int(self.max_calls), PJSUA_MAX_CALLS))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, Union
+from typing import Callable, Optional, Protocol, Union
 
 
 @dataclass(frozen=True)
@@ -183,9 +183,56 @@ class VoicemailEnded:
     reason: str
 
 
+# ---------------------------------------------------------------- live transcript (caller channel)
+@dataclass(frozen=True)
+class LiveText:
+    """One result of a live transcriber: a partial hypothesis (``final=False``, may change) or a
+    final utterance. ``start``/``end``: seconds of the caller's stream since the call was answered
+    (about the position in the recording); a partial's span is approximate."""
+
+    final: bool
+    text: str
+    start: float = 0.0
+    end: float = 0.0
+
+
+class LiveTranscriber(Protocol):
+    """What a live-transcriber factory returns for one call. ``feed`` gets 16-bit mono PCM at the
+    rate given to the factory; it is called on a helper thread of the agent (never on the media
+    clock thread), and ``close`` on the same thread once the call ended (it may block to finish
+    the last utterance)."""
+
+    def feed(self, pcm: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+#: ``factory(call_uuid, sample_rate, emit) -> LiveTranscriber | None`` (None: no live transcript
+#: for this call, e.g. no model yet). Called on a helper thread of the agent; ``emit(LiveText)``
+#: may be called from any thread.
+LiveTranscriberFactory = Callable[[str, int, Callable[[LiveText], None]], Optional[LiveTranscriber]]
+
+
+@dataclass(frozen=True)
+class LiveTranscript:
+    """A live transcript result for the caller's channel during the call (report content: sinks
+    must keep ``text`` out of logs). ``final=False``: a partial hypothesis that later events
+    replace. Unlike the other events, it is published from a helper thread of the agent (so that
+    live ASR adds no work to the pjsua2 thread): ``publish`` must be thread-safe, as every sink of
+    telephony.sinks and hotline_api's QueuedSink is; it may come after the call's CallEnded."""
+
+    call_uuid: str
+    at: datetime
+    final: bool
+    text: str
+    start: float = 0.0
+    end: float = 0.0
+    speaker: str = "caller"
+
+
 AgentEvent = Union[CallStarted, CallRejected, CallAnswered, DtmfReceived, FlowChanged, CallEnded, RecordingCompleted,
                    RoutingDecided, OperatorRinging, OperatorFailed, OperatorAnswered, CallBridged, OperatorHangup,
-                   VoicemailStarted, VoicemailEnded]
+                   VoicemailStarted, VoicemailEnded, LiveTranscript]
 
 #: the routing/attendant events (all carry call_uuid and never the caller's identity)
 LIVE_EVENTS = (RoutingDecided, OperatorRinging, OperatorFailed, OperatorAnswered, CallBridged, OperatorHangup,

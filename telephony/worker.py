@@ -33,17 +33,21 @@ __all__ = ["run_worker", "WorkerConfig", "main"]
 
 
 def run_worker(cfg: WorkerConfig, sink: EventSink, stop_event: threading.Event | None = None,
-               ready: threading.Event | None = None, router=None, hours=None, clock=None) -> None:
+               ready: threading.Event | None = None, router=None, hours=None, clock=None,
+               live_transcriber=None) -> None:
     """Serve calls until ``stop_event`` is set (blocks). Recovers the worker's spool first.
 
     ``sink.publish`` is called on this thread and must not block (wrap a slow sink in
-    :class:`telephony.sinks.QueuedSink`). ``ready`` is set once the SIP transports listen.
+    :class:`telephony.sinks.QueuedSink`); LiveTranscript events come from helper threads (the
+    sink must be thread-safe). ``ready`` is set once the SIP transports listen.
     ``router`` (telephony.routing.Router) and ``hours`` (OpenHours) switch on the queue and the
     auto-attendant; they are called on helper threads only. ``clock`` (-> aware UTC datetime)
-    is the time the working-hours decision uses."""
+    is the time the working-hours decision uses. ``live_transcriber``
+    (telephony.events.LiveTranscriberFactory) switches on the live transcript of the caller's
+    channel (LiveTranscript events); it is called on a helper thread per call."""
     from telephony.agent import Agent
 
-    agent = Agent(cfg, sink, stop_event, router=router, hours=hours, clock=clock)
+    agent = Agent(cfg, sink, stop_event, router=router, hours=hours, clock=clock, live_transcriber=live_transcriber)
     if ready is not None:
         orig = agent.ready
         agent.ready = ready

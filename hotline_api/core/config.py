@@ -68,6 +68,7 @@ class Settings:
     vosk_batch_model: str = ""  # batch model; default: vosk_model
     asr_workers: int = 1
     asr_max_attempts: int = 3
+    live_asr: bool = True  # live transcript of the caller during calls (needs the live model)
     # Calendar / time
     timezone: str = "Asia/Shanghai"
     # Secrets

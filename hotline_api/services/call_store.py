@@ -14,6 +14,7 @@ import logging
 import queue
 import re
 import threading
+from datetime import datetime
 from typing import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,10 +39,14 @@ def caller_number_from_uri(uri: str) -> str:
 class CallStore:
     """Applies agent events to the database. Thread-safe ``publish``; ``apply`` is synchronous."""
 
+    #: at most one stored ``partial`` live event per call in this many seconds (event time)
+    PARTIAL_INTERVAL_S = 0.5
+
     def __init__(self, sessions: sessionmaker[Session], hash_caller: Callable[[str], str] | None = None):
         self.sessions = sessions
         self.hash_caller = hash_caller
         self.completion_hooks: list[CompletionHook] = []
+        self._last_partial: dict[str, datetime] = {}  # call id -> time of its last stored partial
 
     def add_completion_hook(self, hook: CompletionHook) -> None:
         self.completion_hooks.append(hook)
@@ -52,6 +57,8 @@ class CallStore:
         if handler is None:
             log.debug("no handler for %s", type(event).__name__)
             return
+        if isinstance(event, ev.LiveTranscript) and not self._live_text_due(event):
+            return  # a partial coalesced away: no transaction at all
         with write_session(self.sessions) as s:  # many workers write: take the lock first, wait for it
             handler(s, event)
             s.commit()
@@ -169,6 +176,41 @@ class CallStore:
 
     def _on_VoicemailEnded(self, s: Session, e) -> None:
         self._live(s, e, "voicemail_ended", offset_s=e.offset_s, reason=e.reason)
+
+    # -------------------------------------------- live transcript of the caller (issue 4)
+    # Partials come several times a second: at most one per call per PARTIAL_INTERVAL_S is stored
+    # (by event time; a final result always is, and lets the next partial through). The text is
+    # report content: it is stored masked (phone-like digit runs, self-introduced names, the
+    # caller's own number), since supervisors read every call's events (?all=1); the unmasked
+    # words come with the recording's transcript. It is never logged.
+    def _live_text_due(self, e: ev.LiveTranscript) -> bool:
+        if e.final:
+            self._last_partial.pop(e.call_uuid, None)
+            return True
+        last = self._last_partial.get(e.call_uuid)
+        if last is not None and 0 <= (e.at - last).total_seconds() < self.PARTIAL_INTERVAL_S:
+            return False
+        if len(self._last_partial) > 10000:  # calls whose final never came
+            self._last_partial.clear()
+        self._last_partial[e.call_uuid] = e.at
+        return True
+
+    def _on_LiveTranscript(self, s: Session, e: ev.LiveTranscript) -> None:
+        from hotline_api.services.masking import mask_text
+        from hotline_api.services.operators import get_for_user
+
+        call = s.get(Call, e.call_uuid)
+        operator_id = None
+        phones: list[str] = []
+        if call is not None:
+            if call.operator_id:  # users.id of the bridged operator; live events are keyed by operators.id
+                op = get_for_user(s, call.operator_id)
+                operator_id = op.id if op is not None else None
+            if call.caller_number:
+                phones.append(call.caller_number)
+        text = mask_text(e.text, phones=phones) or ""
+        self._live(s, e, "transcript" if e.final else "partial", operator_id, text=text,
+                   start=round(e.start, 2), end=round(e.end, 2), speaker=e.speaker)
 
 
 class QueuedSink:

@@ -2,7 +2,10 @@
 process -- SIP workers, API -- shares them through the database) and tailed by id.
 
 Event types: ``routed``, ``ringing``, ``operator_failed``, ``answered`` (by an operator),
-``bridged``, ``hangup``, ``voicemail_started``, ``voicemail_ended``. Each carries the call id and
+``bridged``, ``hangup``, ``voicemail_started``, ``voicemail_ended``, ``call_ended``, and the live
+transcript of the caller's channel: ``partial`` (a hypothesis the next one replaces) and
+``transcript`` (a final utterance), data ``{"text", "start", "end", "speaker"}`` with the text
+masked (hotline_api.services.masking.mask_text). Each carries the call id and
 never the caller's number or URI: :func:`publish` drops such keys from ``data`` whatever the
 caller passes.
 """
@@ -18,7 +21,7 @@ from hotline_api.models.operators import CallEvent
 
 FORBIDDEN_KEYS = frozenset({"caller_uri", "caller_number", "caller", "from", "from_uri", "caller_hash"})
 TYPES = ("routed", "ringing", "operator_failed", "answered", "bridged", "hangup", "voicemail_started",
-         "voicemail_ended", "call_ended")
+         "voicemail_ended", "call_ended", "partial", "transcript")
 
 
 def publish(session: Session, call_id: str, type_: str, *, operator_id: str | None = None, at: datetime | None = None,

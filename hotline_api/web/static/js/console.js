@@ -231,12 +231,13 @@
       else if (k === "missed") { if (!id || id === current) setState("来电未接通", ""); }
       else if (k === "ended") { if (!id || id === current) setState("通话已结束（请完成登记）", ""); }
       else if (k === "text") {
-        var txt = data.text || data.partial || "";
+        var d = data.data || {};  /* live events: {type, call_id, data: {text, start, end, speaker}} */
+        var txt = data.text || d.text || data.partial || "";
         if (!txt) return;
-        var who = data.speaker === "operator" ? "接线员" : "来电人";
+        var who = (data.speaker || d.speaker) === "operator" ? "接线员" : "来电人";
         var line = document.createElement("div");
         line.textContent = who + "：" + txt;
-        if (data.final === false || data.partial) {
+        if (data.type === "partial" || data.final === false || d.final === false || data.partial) {
           var last = tr.querySelector(".partial");
           if (last) last.remove();
           line.className = "partial muted";
