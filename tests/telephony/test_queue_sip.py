@@ -3,6 +3,7 @@ static URIs, a worker with in-memory operators (``--routing``)."""
 from __future__ import annotations
 
 import pytest
+import numpy as np
 import soundfile as sf
 
 from tests.telephony.audio_util import best_ncc
@@ -70,7 +71,13 @@ def test_longest_idle_operator_answers_and_recording_has_both_sides(make_worker,
     # the operator heard the caller through the bridge
     idle.stop()
     h, hr = sf.read(str(heard), dtype="float32")
-    assert best_ncc(h if h.ndim == 1 else h[:, 0], resample(ref, rr, hr))[0] > 0.6
+    h = h if h.ndim == 1 else h[:, 0]
+    # compared second by second: one jitter-buffer hiccup on the test softphone's side must not hide
+    # that the caller's speech reached the operator
+    ref_h = resample(ref, rr, hr)
+    secs = [ref_h[k: k + hr] for k in range(0, len(ref_h) - hr, hr) if np.abs(ref_h[k: k + hr]).max() > 0.05]
+    scores = sorted(best_ncc(h, sec)[0] for sec in secs)
+    assert secs and scores[len(scores) // 2] > 0.6, scores
 
 
 def test_no_answer_then_next_then_both_busy_then_voicemail_offer(make_worker, operators, quick_prompts, tmp_path):
