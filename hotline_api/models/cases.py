@@ -121,7 +121,7 @@ class Case(Base):
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
     real_name: Mapped[bool] = mapped_column(Boolean, default=False)
     fields_json: Mapped[str] = mapped_column(EncryptedText("cases.fields_json"))
-    received_on: Mapped[date] = mapped_column(Date)
+    received_on: Mapped[date] = mapped_column(Date, index=True)  # statistics filter periods on it
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     registered_by: Mapped[str] = mapped_column(String(64))
     handling_mode: Mapped[str | None] = mapped_column(String(8))  # 自办 / 转办 / 交办

@@ -1,4 +1,5 @@
-"""merge the parallel branches; case_facets (clear issue types/places of encrypted case documents)
+"""merge the parallel branches; case_facets (clear issue types/places of encrypted case documents);
+index cases.received_on (statistics periods)
 
 Revision ID: 0007_facets
 Revises: 0003_asr, 0004_cases, 0006_ops (which follows 0005_gov)
@@ -27,6 +28,8 @@ def upgrade() -> None:
     with op.batch_alter_table("case_facets", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_case_facets_case_id"), ["case_id"], unique=False)
         batch_op.create_index("ix_case_facets_facet_value", ["facet", "value"], unique=False)
+    with op.batch_alter_table("cases", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_cases_received_on"), ["received_on"], unique=False)
     # Back-fill from case documents still stored in clear (documents are encrypted from now on).
     conn = op.get_bind()
     rows = conn.execute(sa.text("SELECT id, fields_json FROM cases")).fetchall()
@@ -43,6 +46,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("cases", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_cases_received_on"))
     with op.batch_alter_table("case_facets", schema=None) as batch_op:
         batch_op.drop_index("ix_case_facets_facet_value")
         batch_op.drop_index(batch_op.f("ix_case_facets_case_id"))
