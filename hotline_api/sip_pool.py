@@ -5,6 +5,7 @@ into the database (recordings marked ``recovered``, then encrypted, assigned and
 other), and it is restarted."""
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -36,7 +37,8 @@ def worker_launch(spec):
     from telephony.pool import WorkerLaunch
 
     return WorkerLaunch([sys.executable, "-m", "hotline_api.cli", "sip-worker", "--worker-id", spec.worker_id,
-                         "--port", str(spec.port), "--behind-proxy"])
+                         "--port", str(spec.port), "--behind-proxy",
+                         "--parent-pid", str(os.getpid())])
 
 
 def run_pool(settings: Settings, stop: threading.Event) -> None:

@@ -59,6 +59,7 @@ lines carry the method, source IP and Call-ID only.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import shutil
@@ -70,6 +71,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Sequence
+
+_log = logging.getLogger(__name__)
 
 KAMAILIO_BIN = "kamailio"
 KAMCMD_BIN = "kamcmd"
@@ -640,10 +643,43 @@ class KamailioProcess:
     def log_path(self) -> Path:
         return Path(self.cfg.run_dir) / "kamailio.log"
 
+    def reap_stale(self, timeout: float = 5.0) -> int | None:
+        """Stop a kamailio left running by an earlier supervisor of this run dir (killed before it
+        could stop its kamailio): its pid file names a live process whose command line is kamailio
+        with this very config file. It would hold the public port and answer with stale routes.
+        Returns the pid stopped, or None. Any other process is left alone."""
+        try:
+            pid = int(Path(self.cfg.pid_file).read_text().split()[0])
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            return None
+        cfg_path = str(Path(self.cfg.cfg_path).resolve()).encode()
+        if not argv or b"kamailio" not in os.path.basename(argv[0]) or cfg_path not in argv:
+            return None
+        try:
+            pgid = os.getpgid(pid)
+        except ProcessLookupError:
+            return None
+        sig_target = (lambda sig: os.killpg(pgid, sig)) if pgid == pid else (lambda sig: os.kill(pid, sig))
+        try:
+            sig_target(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                time.sleep(0.05)
+            if Path(f"/proc/{pid}").exists():
+                sig_target(signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return pid
+
     def start(self, timeout: float = 15.0) -> None:
         cfg_path = write_config(self.cfg)
         if self.check:
             check_config(cfg_path, self.kamailio_bin)
+        stale_pid = self.reap_stale()
+        if stale_pid is not None:
+            _log.warning("stopped a stale kamailio (pid %d) left by an earlier run in %s", stale_pid,
+                         self.cfg.run_dir)
         for stale in (self.cfg.ctl_socket, self.cfg.pid_file):
             try:
                 stale.unlink()

@@ -7,7 +7,9 @@ separate machines.
 """
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -24,11 +26,14 @@ PARTS = ("sip", "api", "worker", "scheduler")
 def register(sub) -> None:
     p = sub.add_parser("serve", help="run the service (SIP agent, API, ASR worker, scheduler)")
     p.add_argument("--only", default="", help="comma-separated parts to run: " + ",".join(PARTS))
+    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     p.set_defaults(func=_serve)
     w = sub.add_parser("sip-worker", help="one pjsua2 agent worker (started by `hotline serve` behind kamailio)")
     w.add_argument("--worker-id", required=True)
     w.add_argument("--port", type=int, required=True, help="loopback SIP port of this worker")
     w.add_argument("--behind-proxy", action="store_true", help="trust X-Hotline-Source from kamailio on 127.0.0.1")
+    w.add_argument("--parent-pid", type=int, default=None,
+                   help="stop (gracefully, finishing the recordings) when this supervising process is gone")
     w.set_defaults(func=_sip_worker)
 
 
@@ -41,11 +46,30 @@ def _install_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, _on_signal)
 
 
+def watch_parent(parent_pid: int | None, stop: threading.Event, interval_s: float = 1.0) -> None:
+    """A child started by a supervisor (the SIP pool, `hotline serve`) must not outlive it: when the
+    supervisor is killed (SIGKILL, OOM) nobody would stop the child, and an orphaned SIP worker or
+    part keeps ports, calls and spool files nobody supervises. Re-parenting (getppid() changes) is the
+    sign; the child then stops the way SIGTERM would stop it, finishing its recordings."""
+    if not parent_pid:
+        return
+
+    def _watch() -> None:
+        while not stop.wait(interval_s):
+            if os.getppid() != parent_pid:
+                log.warning("supervising process %d is gone: stopping", parent_pid)
+                stop.set()
+                return
+
+    threading.Thread(target=_watch, name="parent-watch", daemon=True).start()
+
+
 def _sip_worker(args) -> int:
     from hotline_api import wiring
 
     stop = threading.Event()
     _install_stop_signals(stop)
+    watch_parent(args.parent_pid, stop)
     wiring.run_sip_worker(get_settings(), args.worker_id, args.port, args.behind_proxy, stop)
     return 0
 
@@ -68,6 +92,7 @@ def _serve(args) -> int:
     wiring.prepare(settings)  # dirs, migrations, keys check, prompts: fails fast before any part starts
     stop = threading.Event()
     _install_stop_signals(stop)
+    watch_parent(args.parent_pid, stop)
     if len(parts) == 1:
         wiring.run_part(parts[0], settings, stop)
         return 0
@@ -81,7 +106,7 @@ def _supervise(parts: list[str], stop: threading.Event) -> int:
     started: dict[str, float] = {}
 
     def start(part: str) -> None:
-        cmd = [sys.executable, "-m", "hotline_api.cli", "serve", "--only", part]
+        cmd = [sys.executable, "-m", "hotline_api.cli", "serve", "--only", part, "--parent-pid", str(os.getpid())]
         children[part] = subprocess.Popen(cmd)
         started[part] = time.monotonic()
         log.info("started part %s (pid %d)", part, children[part].pid)

@@ -18,9 +18,53 @@ pytestmark = [pytest.mark.sip, pytest.mark.slow,
               pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) not installed")]
 
 
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (other runs' processes on this machine are not counted)."""
+    parent = {int(d): _ppid(int(d)) for d in os.listdir("/proc") if d.isdigit()}
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier and p not in found}
+        found |= frontier
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+    except OSError:
+        return ""
+
+
 def _worker_pids(parent: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "sip-worker" in line and "--worker-id w" in line]
+    return [p for p in _descendants(parent) if "sip-worker" in _cmdline(p) and "--worker-id w" in _cmdline(p)]
+
+
+def _logs(tmp_path, settings) -> str:
+    out = [(tmp_path / "serve.log").read_text(errors="replace")[-4000:]]
+    for f in sorted(settings.run_dir.glob("sip/**/*.log")):
+        out.append(f"--- {f.name}\n" + f.read_text(errors="replace")[-1500:])
+    return "\n".join(out)
+
+
+def _start_serve(env, tmp_path, settings, name="serve.log"):
+    log = open(tmp_path / name, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "hotline_api.cli", "serve", "--only", "sip"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or len(_worker_pids(proc.pid)) == 2
+                 and b"kamailio started" in (tmp_path / name).read_bytes(), 120, what="pool to start")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{_logs(tmp_path, settings)}") from None
+    assert proc.poll() is None, _logs(tmp_path, settings)
+    return proc, log
 
 
 def test_pool_mode_stores_calls_and_recovers_a_killed_worker(settings, db, caller_audio, tmp_path):  # noqa: F811
@@ -31,13 +75,9 @@ def test_pool_mode_stores_calls_and_recovers_a_killed_worker(settings, db, calle
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     env.update(HOTLINE_DATA_DIR=str(settings.data_dir), HOTLINE_SIP_PORT=str(port), HOTLINE_SIP_USE_KAMAILIO="1",
                HOTLINE_SIP_WORKERS="2", HOTLINE_SIP_WORKER_BASE_PORT=str(base))
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "hotline_api.cli", "serve", "--only", "sip"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, log = _start_serve(env, tmp_path, settings)
+    kam: list[int] = []
     try:
-        wait_for(lambda: proc.poll() is not None or len(_worker_pids(proc.pid)) == 2
-                 and b"kamailio" in (tmp_path / "serve.log").read_bytes(), 90, what="pool to start")
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")
         time.sleep(2)  # kamailio's first OPTIONS probes
         stream, _ref, _rate = caller_audio
         r = run_sipp(call_scenario(stream, hold_ms=4000), f"127.0.0.1:{port}", tmp_path, "one")
@@ -63,7 +103,8 @@ def test_pool_mode_stores_calls_and_recovers_a_killed_worker(settings, db, calle
         def recovered():
             with db() as s:
                 rec = s.query(Recording).filter_by(call_id=live.id).one_or_none()
-                return rec is not None and rec.status == "recovered" and s.get(RecordingBlob, rec.id) is not None
+                return (rec is not None and rec.status == "recovered" and s.get(RecordingBlob, rec.id) is not None
+                        and s.get(Call, live.id).status == "recovered")
 
         wait_for(recovered, 60, what="recovered recording in the database")
         stop_process(bg, signal.SIGTERM, 10)
@@ -72,6 +113,28 @@ def test_pool_mode_stores_calls_and_recovers_a_killed_worker(settings, db, calle
             assert rec.duration >= 2.0
             assert s.get(Call, live.id).status == "recovered"
         wait_for(lambda: len(_worker_pids(proc.pid)) == 2, 60, what="killed worker restarted")
+
+        # the supervisor itself is killed: its workers notice and stop on their own (no orphans),
+        # and the next start stops the kamailio the dead supervisor left on the public port
+        workers = _worker_pids(proc.pid)
+        kam = [p for p in _descendants(proc.pid) if "kamailio" in _cmdline(p).split(" ")[0]]
+        assert workers and kam
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and _ppid(p) not in (None, 0) and "sip-worker"
+                                 in _cmdline(p) for p in workers), 30, what="orphaned workers to stop")
+        assert any(os.path.exists(f"/proc/{p}") for p in kam)  # still there: nobody stopped it yet
+        log.close()
+        proc, log = _start_serve(env, tmp_path, settings, "serve2.log")
+        assert b"stale kamailio" in (tmp_path / "serve2.log").read_bytes()
+        wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and _cmdline(p) for p in kam), 10,
+                 what="stale kamailio gone")
+        time.sleep(2)
+        r = run_sipp(call_scenario(stream, hold_ms=3000), f"127.0.0.1:{port}", tmp_path, "after")
+        assert r.returncode == 0, sipp_errors(tmp_path, "after") + _logs(tmp_path, settings)
     finally:
         stop_process(proc, signal.SIGTERM, 40)
         log.close()
+        for p in kam:  # only if the test failed between the kill and the restart
+            if "kamailio" in _cmdline(p):
+                os.kill(p, signal.SIGKILL)
