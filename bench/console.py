@@ -5,7 +5,10 @@ assignments over 12 months, 20k drafts and registered cases with deadlines), the
 in-process (the real app through Starlette's TestClient, so the time is the server's: routing,
 queries, templates) and prints the median and max over several requests. Goal: < 300 ms.
 
-    .venv/bin/python bench/console.py [--calls 100000] [--cases 20000] [--repeat 7]
+    .venv/bin/python bench/console.py [--calls 100000] [--cases 20000] [--repeat 7] [--no-analyze]
+
+``--no-analyze`` skips the ANALYZE after the bulk load, i.e. SQLite plans without statistics, as on
+a deployed database where nothing runs ANALYZE.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def generate(settings, n_calls: int, n_cases: int, seed: int = 1) -> dict:
+def generate(settings, n_calls: int, n_cases: int, seed: int = 1, analyze: bool = True) -> dict:
     from sqlalchemy import insert
 
     from hotline_api.db.session import session_factory
@@ -123,8 +126,9 @@ def generate(settings, n_calls: int, n_cases: int, seed: int = 1) -> dict:
             if facets:
                 conn.execute(insert(CaseFacet.__table__), facets)
         log(f"  drafts/cases {off + len(drafts)}/{n_cases}")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("ANALYZE")
+    if analyze:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
     log(f"generated in {time.monotonic() - t0:.1f} s")
     with factory() as s:
         pending = s.query(Draft).filter(Draft.status == "draft").order_by(Draft.received_at.desc()).first()
@@ -137,6 +141,7 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=100_000)
     ap.add_argument("--cases", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--no-analyze", action="store_true", help="no ANALYZE after the load (no planner statistics)")
     args = ap.parse_args()
 
     from fastapi.testclient import TestClient
@@ -151,7 +156,7 @@ def main() -> int:
         config.set_settings(settings)
         migrate.upgrade(settings.db_url)
         log(f"generating {args.calls} calls and {args.cases} cases ...")
-        ids = generate(settings, args.calls, args.cases)
+        ids = generate(settings, args.calls, args.cases, analyze=not args.no_analyze)
         app = create_app(settings)
         month = datetime.now(timezone.utc).strftime("%Y-%m")
         q = (datetime.now(timezone.utc).month - 1) // 3 + 1
@@ -175,7 +180,7 @@ def main() -> int:
             assert r.status_code == 303, r.text
             clients[user] = c
         print(f"console render times, server side (median / max of {args.repeat}), "
-              f"{args.calls} calls, {args.cases} cases; goal < 300 ms")
+              f"{args.calls} calls, {args.cases} cases{'' if not args.no_analyze else ', no ANALYZE'}; goal < 300 ms")
         worst = 0.0
         for user, path, label in pages:
             c = clients[user]

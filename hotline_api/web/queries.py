@@ -1,6 +1,8 @@
 """Read-only queries for the console pages: paginated lists (indexed, LIMIT/OFFSET with a separate
-count) and the statistics dashboard's aggregations, done in SQL (GROUP BY) so that pages stay fast
-with 100k calls and 20k cases.
+count) and the statistics dashboard's aggregations, done in SQL so that pages stay fast with 100k
+calls and 20k cases. Each dashboard aggregation reads one covering index (``models/stats.py``,
+migration ``0008_stats``) and never the wide rows; calls are counted per bucket by index range
+(bucket bounds computed here), not by a per-row day expression and a GROUP BY sort.
 
 Local days: timestamps are stored in UTC; days are bucketed in the configured time zone with the
 zone's UTC offset at the start of the period (exact for Asia/Shanghai, which has no DST).
@@ -19,9 +21,10 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, exists, func, literal, or_, select, text
+from sqlalchemy import Integer, and_, bindparam, case, column, exists, func, literal, or_, select, text, values
 from sqlalchemy.orm import Session
 
+from hotline_api.db.base import UTCDateTime
 from hotline_api.models.calls import Call, Recording
 from hotline_api.models.cases import Case, CaseDeadline, Draft, UrgentAlert
 from hotline_api.models.governance import ReviewAlert, ReviewAssignment, User
@@ -391,12 +394,68 @@ def _series_from_days(day_counts: Iterable[tuple[str, str, int]], names: Iterabl
     return Series([_bucket_label(k, granularity) for k in buckets], values)
 
 
+def _bucket_bounds(start: date, end: date, granularity: str, a_utc: datetime, b_utc: datetime, off: int
+                   ) -> list[tuple[int, datetime, datetime]]:
+    """(bucket index, UTC from, UTC to) for each bucket of local days [start, end): the local days
+    of a bucket shifted by the zone's offset at the start of the period (the same days as
+    ``local_day_expr``), clipped to the period's exact UTC range [a_utc, b_utc)."""
+    keys = list(_buckets(start, end, granularity))
+    shift = timedelta(minutes=off)
+    out = []
+    for i, k in enumerate(keys):
+        first = max(k, start)
+        stop = keys[i + 1] if i + 1 < len(keys) else end
+        lo = datetime.combine(first, time(0), tzinfo=timezone.utc) - shift
+        hi = datetime.combine(stop, time(0), tzinfo=timezone.utc) - shift
+        out.append((i, max(lo, a_utc), min(hi, b_utc)))
+    return out
+
+
+def _call_series(session: Session, start: date, end: date, granularity: str, a_utc: datetime, b_utc: datetime,
+                 off: int) -> Series:
+    """Calls per bucket and channel (other channels count as "call"). One statement: a VALUES list of
+    the buckets' UTC bounds, each counted by index range on ``ix_calls_created`` (created_at,
+    channel, status) - no per-row day computation and no GROUP BY sort over the period's calls."""
+    bounds = _bucket_bounds(start, end, granularity, a_utc, b_utc, off)  # <= 3661 buckets (parse_period)
+    labels = [_bucket_label(k, granularity) for k in _buckets(start, end, granularity)]
+    vals = {c: [0] * len(labels) for c in CALL_CHANNELS}
+    if bounds:
+        b = (values(column("k", Integer), column("lo", UTCDateTime()), column("hi", UTCDateTime()), name="buckets")
+             .data(bounds).cte("buckets"))
+        in_bucket = and_(Call.created_at >= b.c.lo, Call.created_at < b.c.hi)
+        total = select(func.count()).where(in_bucket).scalar_subquery()
+        vm = select(func.count()).where(in_bucket, Call.channel == "voicemail").scalar_subquery()
+        for k, n, n_vm in session.execute(select(b.c.k, total, vm)):
+            vals["voicemail"][k] = int(n_vm or 0)
+            vals["call"][k] = int(n or 0) - int(n_vm or 0)
+    return Series(labels, vals)
+
+
+_STATUS_COUNTS = text(
+    # loose index scan over ix_calls_status_created (status, created_at): the distinct statuses by
+    # successive MIN(status) > previous, then each status's calls in the period by index range
+    "WITH RECURSIVE st(v) AS (SELECT MIN(status) FROM calls UNION ALL "
+    "SELECT (SELECT MIN(c.status) FROM calls c WHERE c.status > st.v) FROM st WHERE st.v IS NOT NULL) "
+    "SELECT st.v, (SELECT COUNT(*) FROM calls c WHERE c.status = st.v AND c.created_at >= :a AND c.created_at < :b) "
+    "FROM st WHERE st.v IS NOT NULL"
+).bindparams(bindparam("a", type_=UTCDateTime()), bindparam("b", type_=UTCDateTime()))
+
+
+def _call_statuses(session: Session, a_utc: datetime, b_utc: datetime) -> dict[str, int]:
+    """Calls by status in [a_utc, b_utc) (statuses without calls in the period left out)."""
+    return {str(st): int(n) for st, n in session.execute(_STATUS_COUNTS, {"a": a_utc, "b": b_utc}) if n}
+
+
 def _json_array_counts(session: Session, key: str, where_sql: str, params: dict, limit: int | None = None
                        ) -> list[tuple[str, int]]:
-    """Counts of the issue types / places (``key``) over the cases matching ``where_sql``."""
+    """Counts of the issue types / places (``key``) over the cases matching ``where_sql``.
+
+    ``CROSS JOIN`` (an inner join whose condition is in WHERE, on every backend) keeps SQLite's join
+    order cases -> facets without planner statistics: the period's cases from the covering index
+    ``ix_cases_stats``, then each case's facets from the covering ``ix_case_facets_stats``."""
     lim = f" LIMIT {int(limit)}" if limit else ""
-    sql = (f"SELECT f.value AS v, COUNT(*) AS n FROM cases JOIN case_facets f ON f.case_id = cases.id "
-           f"AND f.facet = :facet_key WHERE {where_sql} GROUP BY f.value ORDER BY n DESC, v{lim}")
+    sql = (f"SELECT f.value AS v, COUNT(*) AS n FROM cases CROSS JOIN case_facets f WHERE f.case_id = cases.id "
+           f"AND f.facet = :facet_key AND {where_sql} GROUP BY f.value ORDER BY n DESC, v{lim}")
     return [(str(v), int(n)) for v, n in session.execute(text(sql), {**params, "facet_key": key}) if v not in (None, "")]
 
 def compliance_agg(session: Session, start_utc: datetime, end_utc: datetime, now: datetime | None = None
@@ -405,20 +464,21 @@ def compliance_agg(session: Session, start_utc: datetime, end_utc: datetime, now
     ``services.review.compliance_report``, in one GROUP BY)."""
     now = now or datetime.now(timezone.utc)
     a = ReviewAssignment
-    done = a.completed_at.is_not(None)
-    stmt = (select(a.manager_id, func.count(a.id),
-                   func.sum(case((and_(done, a.completed_at <= a.due_at), 1), else_=0)),
-                   func.sum(case((and_(done, a.completed_at > a.due_at), 1), else_=0)),
-                   func.sum(case((a.completed_at.is_(None), 1), else_=0)),
-                   func.sum(case((and_(a.completed_at.is_(None), a.due_at < now), 1), else_=0)))
+    # index-only over ix_review_assignments_stats; COUNT of a column / of a CASE without ELSE counts
+    # the non-NULL values: done = COUNT(completed_at), on time = completed_at <= due_at (NULL while
+    # open), late = done - on time, open = all - done (due_at is NOT NULL)
+    stmt = (select(a.manager_id, func.count(), func.count(a.completed_at),
+                   func.count(case((a.completed_at <= a.due_at, 1))),
+                   func.count(case((and_(a.completed_at.is_(None), a.due_at < now), 1))))
             .where(a.assigned_at >= start_utc, a.assigned_at < end_utc).group_by(a.manager_id))
     rows = session.execute(stmt).all()
     ids = [r[0] for r in rows if r[0]]
     names = {u.id: (u.display_name or u.username) for u in session.execute(select(User).where(User.id.in_(ids))).scalars()} if ids else {}
     out = []
     total = ComplianceAgg("合计")
-    for mid, n, ok, late, open_, over in rows:
-        row = ComplianceAgg(names.get(mid, "（未分配）"), int(n), int(ok or 0), int(late or 0), int(open_ or 0), int(over or 0))
+    for mid, n, done, ok, over in rows:
+        n, done, ok = int(n), int(done or 0), int(ok or 0)
+        row = ComplianceAgg(names.get(mid, "（未分配）"), n, ok, done - ok, n - done, int(over or 0))
         out.append(row)
         for k in ("assigned", "done_on_time", "late", "open", "overdue_open"):
             setattr(total, k, getattr(total, k) + getattr(row, k))
@@ -435,18 +495,9 @@ def dashboard(session: Session, start: date, end: date, settings: Any = None, gr
     granularity = granularity or pick_granularity(start, end)
     a_utc, b_utc = local_range_utc(start, end, tz)
     off = _offset_minutes(tz, start)
-    # calls by local day and channel (index on calls.created_at)
-    day = local_day_expr(session, Call.created_at, off)
-    # one pass over the period's calls: by local day, channel and status
-    rows = session.execute(select(day, Call.channel, Call.status, func.count())
-                           .where(Call.created_at >= a_utc, Call.created_at < b_utc)
-                           .group_by(day, Call.channel, Call.status)).all()
-    calls = _series_from_days(((d, c if c in CALL_CHANNELS else "call", n) for d, c, _, n in rows),
-                              CALL_CHANNELS, start, end, granularity)
+    calls = _call_series(session, start, end, granularity, a_utc, b_utc, off)
     by_channel = {c: calls.total(c) for c in CALL_CHANNELS}
-    by_status: dict[str, int] = {}
-    for _, _, st, n in rows:
-        by_status[st or ""] = by_status.get(st or "", 0) + int(n)
+    by_status = _call_statuses(session, a_utc, b_utc)
     # cases received in the period
     in_period = and_(Case.received_on >= start, Case.received_on < end)
     crow = session.execute(select(func.count(Case.id), func.sum(case((Case.real_name.is_(True), 1), else_=0)),
@@ -476,7 +527,7 @@ def dashboard(session: Session, start: date, end: date, settings: Any = None, gr
     else:
         by_issue = _json_array_counts(session, "issue_types", where_sql, params)
         by_place = _json_array_counts(session, "places", where_sql, params, limit=15)
-        drow = session.execute(select(func.count(Draft.id), func.sum(case((Draft.status == "draft", 1), else_=0)))
+        drow = session.execute(select(func.count(), func.count(case((Draft.status == "draft", 1))))
                                .where(Draft.received_at >= a_utc, Draft.received_at < b_utc)).one()
         comp, comp_total = compliance_agg(session, a_utc, b_utc, now)
     return Dashboard(
