@@ -166,9 +166,8 @@ def facets_of(fields_json: str | None) -> list[tuple[str, str]]:
     doc = json.loads(fields_json or "{}")
     out: list[tuple[str, str]] = []
     for key in FACET_KEYS:
-        for v in dict.fromkeys(doc.get(key) or []):
-            if isinstance(v, str) and v.strip():
-                out.append((key, v.strip()[:128]))
+        values = (v.strip()[:128] for v in doc.get(key) or [] if isinstance(v, str))
+        out.extend((key, v) for v in dict.fromkeys(values) if v)  # "X" and " X " are one value
     return out
 
 
