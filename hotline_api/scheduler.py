@@ -7,6 +7,8 @@
 | retention purge (crypto-shredding) | daily 02:30 |
 | audit chain verification (logged; failure is an error) | daily 03:30 |
 | expired export bundles deleted | hourly |
+| draft sweep: transcripts of the last day left without a draft (a worker died after the commit) | every 10 minutes |
+| SQLite planner statistics (`ANALYZE` with an analysis limit) | daily 04:00 |
 """
 from __future__ import annotations
 
@@ -39,6 +41,53 @@ def audit_verify_job(factory: sessionmaker[Session]) -> None:
         log.error("AUDIT CHAIN BROKEN: %s", result.problem)
 
 
+def draft_sweep_job(factory: sessionmaker[Session], settings: Settings, min_age_s: float = 120.0,
+                    window_h: float = 24.0) -> int:
+    """Draft the transcripts that have none yet. The ASR worker drafts a transcript right after it
+    commits it; a worker killed between the two leaves a transcript without a draft, which nobody would
+    ever review. Transcripts younger than ``min_age_s`` are left to their worker; drafting is
+    idempotent per recording. Returns the number of drafts created."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import select
+
+    from hotline_api.models.asr import Transcript
+    from hotline_api.models.cases import Draft
+    from hotline_api.services import cases
+
+    now = datetime.now(timezone.utc)
+    with factory() as s:
+        rows = s.execute(
+            select(Transcript.recording_id)
+            .where(Transcript.created_at <= now - timedelta(seconds=min_age_s),
+                   Transcript.created_at >= now - timedelta(hours=window_h),
+                   ~select(Draft.id).where(Draft.recording_id == Transcript.recording_id).exists())
+        ).scalars().all()
+    made = 0
+    for rec_id in rows:
+        try:
+            with factory() as s:
+                t = s.execute(select(Transcript).where(Transcript.recording_id == rec_id)).scalar_one()
+                if cases.on_transcript_completed(s, rec_id, t.data, settings=settings) is not None:
+                    made += 1
+                s.commit()
+        except Exception:  # one bad transcript must not stop the others
+            log.exception("draft sweep: recording %s could not be drafted", rec_id)
+    if made:
+        log.warning("draft sweep: %d transcript(s) had no draft; drafted now", made)
+    return made
+
+
+def db_optimize_job(factory: sessionmaker[Session]) -> None:
+    """Keep SQLite's planner statistics current (PostgreSQL's autovacuum does this by itself)."""
+    with factory() as s:
+        if s.get_bind().dialect.name == "sqlite":
+            conn = s.connection()
+            conn.exec_driver_sql("PRAGMA analysis_limit=2000")  # approximate: milliseconds, not a table scan
+            conn.exec_driver_sql("ANALYZE")
+            s.commit()
+
+
 def build_scheduler(settings: Settings, factory: sessionmaker[Session]) -> BackgroundScheduler:
     from hotline_api.services import cases, review
 
@@ -54,5 +103,9 @@ def build_scheduler(settings: Settings, factory: sessionmaker[Session]) -> Backg
     from hotline_api.services import exports
 
     sched.add_job(exports.expire_exports, "interval", hours=1, args=[factory, settings], id="export_expiry",
+                  max_instances=1, coalesce=True)
+    sched.add_job(draft_sweep_job, "interval", minutes=10, args=[factory, settings], id="draft_sweep",
+                  max_instances=1, coalesce=True)
+    sched.add_job(db_optimize_job, "cron", hour=4, minute=0, args=[factory], id="db_optimize",
                   max_instances=1, coalesce=True)
     return sched
