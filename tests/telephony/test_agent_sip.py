@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import REPO
-from tests.telephony.audio_util import active_span, best_ncc
+from tests.telephony.audio_util import active_span, assert_speech_present, best_ncc
 from tests.telephony.sipp_util import (SIPP, call_scenario, cancel_scenario, hold_scenario, reject_scenario, run_sipp,
                                        sipp_errors, stop_process, wait_for)
 
@@ -83,8 +83,7 @@ def test_answered_call_is_recorded_on_two_channels(make_worker, caller_audio, tm
     s0, e0 = active_span(audio[:, 0], rate)
     rs, re_ = active_span(ref16, rate)
     assert abs((e0 - s0) - (re_ - rs)) <= 0.3, ((s0, e0), (rs, re_))
-    ncc0, _ = best_ncc(audio[:, 0], ref16)
-    assert ncc0 > 0.8, ncc0
+    assert_speech_present(audio[:, 0], ref16, rate)
     # channel 1: the notice prompt (played from the start), not the caller
     notice, prate = sf.read(str(prompts_dir / "notice.wav"), dtype="float32")
     assert prate == rate
@@ -105,8 +104,7 @@ def test_recording_survives_hold_and_reinvite(make_worker, caller_audio, tmp_pat
     audio, rate = sf.read(done["path"], dtype="float32")
     ref16 = _resample(ref, ref_rate, rate)
     # the whole utterance (streamed across hold and resume) is on channel 0, uninterrupted
-    ncc, _ = best_ncc(audio[:, 0], ref16)
-    assert ncc > 0.8, ncc
+    assert_speech_present(audio[:, 0], ref16, rate, max_spread_s=0.2)
     assert len(w.events("CallEnded")) == 1
 
 

@@ -6,7 +6,7 @@ import pytest
 import numpy as np
 import soundfile as sf
 
-from tests.telephony.audio_util import best_ncc
+from tests.telephony.audio_util import assert_speech_present, best_ncc
 from tests.telephony.sipp_util import SIPP, run_sipp, sipp_errors, wait_for
 from tests.telephony.test_queue_util import (call_events, delayed_audio_scenario, operators, prompt_audio,  # noqa: F401
                                              quick_prompts, resample, speech, start_routing_worker, states, ulaw,
@@ -52,9 +52,9 @@ def test_longest_idle_operator_answers_and_recording_has_both_sides(make_worker,
     opref, orate = sf.read(str(op_src), dtype="float32")
     bridged_at = 1.5  # at least the notice before the bridge
     # channel 0: the caller's speech, and not the operator
-    ncc0, off0 = best_ncc(audio[:, 0], ref16)
-    assert ncc0 > 0.8, ncc0
-    assert off0 / rate > 6.5
+    # (window by window: under CPU load a late RTP burst makes the jitter buffer add ~0.1 s once)
+    lag0 = assert_speech_present(audio[:, 0], ref16, rate)
+    assert lag0 > 6.5
     # channel 1: the operator's voice (their looped file), which the caller's channel does not hold.
     # The softphone starts its loop when it answers, before the bridge, so which part of the file
     # reaches the recording first depends on timing: look for the best of its 2 s windows.
@@ -132,7 +132,7 @@ def test_caller_hangs_up_while_queued_is_abandoned_and_recording_kept(make_worke
     assert done["status"] == "complete" and 5.0 < done["duration"] < 7.5
     audio, rate = sf.read(done["path"], dtype="float32")
     ref, rr = sf.read(str(speech("BAC009S0724W0123.wav")), dtype="float32")
-    assert best_ncc(audio[:, 0], resample(ref, rr, rate))[0] > 0.8  # what the caller said while waiting is kept
+    assert_speech_present(audio[:, 0], resample(ref, rr, rate), rate)  # what the caller said while waiting is kept
     failed = evs["OperatorFailed"][0]
     assert failed["operator_id"] == "op1" and failed["outcome"] == "abandoned"
     wait_for(lambda: silent.events("disconnected"), 10, what="operator leg cancelled")
