@@ -9,6 +9,7 @@
 | expired export bundles deleted | hourly |
 | draft sweep: transcripts of the last day left without a draft (a worker died after the commit) | every 10 minutes |
 | SQLite planner statistics (`ANALYZE` with an analysis limit) | daily 04:00 |
+| callback tasks: ended calls whose caller asked for a callback (flow state `callback`) get one | every minute |
 """
 from __future__ import annotations
 
@@ -107,5 +108,9 @@ def build_scheduler(settings: Settings, factory: sessionmaker[Session]) -> Backg
     sched.add_job(draft_sweep_job, "interval", minutes=10, args=[factory, settings], id="draft_sweep",
                   max_instances=1, coalesce=True)
     sched.add_job(db_optimize_job, "cron", hour=4, minute=0, args=[factory], id="db_optimize",
+                  max_instances=1, coalesce=True)
+    from hotline_api.services import callbacks
+
+    sched.add_job(callbacks.ensure_tasks_job, "interval", minutes=1, args=[factory, settings], id="callback_tasks",
                   max_instances=1, coalesce=True)
     return sched

@@ -78,11 +78,13 @@ def recording_pipeline(factory: sessionmaker[Session], ctx, settings: Settings) 
 
 def build_call_store(settings: Settings, factory: sessionmaker[Session], ctx):
     from hotline_api.core.secrets import caller_hash, caller_salt
+    from hotline_api.services import callbacks
     from hotline_api.services.call_store import CallStore
 
     salt = caller_salt(settings)
     store = CallStore(factory, hash_caller=lambda number: caller_hash(number, salt))
     store.add_completion_hook(recording_pipeline(factory, ctx, settings))
+    store.add_completion_hook(callbacks.completion_hook(factory, settings))  # "call me back" → a task
     return store
 
 

@@ -6,5 +6,6 @@ import hotline_api.models.cases  # noqa: F401,E402
 import hotline_api.models.asr  # noqa: F401,E402
 import hotline_api.models.operators  # noqa: F401,E402
 import hotline_api.models.stats  # noqa: F401,E402
+import hotline_api.models.callbacks  # noqa: F401,E402
 
 __all__ = ["Base", "Call", "DtmfEvent", "Recording"]

@@ -39,10 +39,12 @@ ROLE_LABELS = {"operator": "接线员", "recording_manager": "录音管理员", 
 
 # role -> [(key, label, href)]; the first entry is the role's home page
 MENUS: dict[str, list[tuple[str, str, str]]] = {
-    "operator": [("op", "接线台", "/op"), ("op-calls", "我的来电", "/op/calls")],
+    "operator": [("op", "接线台", "/op"), ("op-calls", "我的来电", "/op/calls"),
+                 ("op-callbacks", "待回拨", "/op/callbacks")],
     "recording_manager": [("review", "待办录音", "/review"), ("review-done", "已完成", "/review?done=1")],
     "supervisor": [("drafts", "草稿审核", "/drafts"), ("cases", "案件", "/cases"), ("alerts", "紧急提醒", "/alerts"),
-                   ("roster", "值班表", "/roster"), ("stats", "统计", "/stats"), ("report", "分析报告", "/report")],
+                   ("roster", "值班表", "/roster"), ("callbacks", "待回拨", "/callbacks"), ("stats", "统计", "/stats"),
+                   ("report", "分析报告", "/report")],
     "auditor": [("audit", "审计日志", "/audit")],
     "admin": [("users", "用户与角色", "/admin/users"), ("calendar", "工作时间", "/admin/calendar"),
               ("retention", "保留策略", "/admin/retention"), ("prompts", "提示音", "/admin/prompts"),

@@ -7,6 +7,7 @@ from hotline_api.web import (
     pages_admin,
     pages_audit,
     pages_auth,
+    pages_callbacks,
     pages_operator,
     pages_review,
     pages_stats,
@@ -14,5 +15,6 @@ from hotline_api.web import (
 )
 
 router = APIRouter(include_in_schema=False)
-for _mod in (pages_auth, pages_review, pages_supervisor, pages_stats, pages_audit, pages_admin, pages_operator):
+for _mod in (pages_auth, pages_review, pages_supervisor, pages_stats, pages_audit, pages_admin, pages_operator,
+             pages_callbacks):
     router.include_router(_mod.router)

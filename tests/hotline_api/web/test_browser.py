@@ -388,10 +388,10 @@ TAB_JS = r"""
 
 @pytest.mark.parametrize("role,paths", [
     ("recording_manager", ["/review", "/review/{rid}"]),
-    ("supervisor", ["/drafts", "/cases", "/alerts", "/roster", "/stats", "/report?period=2026-Q1"]),
+    ("supervisor", ["/drafts", "/cases", "/alerts", "/roster", "/callbacks", "/stats", "/report?period=2026-Q1"]),
     ("auditor", ["/audit"]),
     ("admin", ["/admin/users", "/admin/calendar", "/admin/retention", "/admin/prompts", "/admin/asr"]),
-    ("operator", ["/op", "/op/calls"]),
+    ("operator", ["/op", "/op/calls", "/op/callbacks"]),
 ])
 def test_accessibility_audit(seeded, new_page, role, paths):
     page = new_page(role)
