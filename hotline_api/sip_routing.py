@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m hotline_api.sip_routing",
                                  description="12388 agent worker with DB routing, working hours and the DB event sink")
     ap.add_argument("--config", required=True, help="telephony WorkerConfig as JSON")
-    ap.add_argument("--events", help="also append events to this JSON-lines file (caller redacted)")
+    ap.add_argument("--events", help="also append events to this JSON-lines file (caller and live text redacted)")
     ap.add_argument("--clock-start", help="ISO time the working-hours decision starts from (tests)")
     ap.add_argument("--wrap-up-seconds", type=float, help="override operator_wrap_up_seconds")
     ap.add_argument("--log-level", default="INFO")

@@ -17,9 +17,11 @@ log = logging.getLogger(__name__)
 
 #: Fields never written to a file: the caller's identity belongs in the database only.
 CONFIDENTIAL_FIELDS = ("caller_uri", "caller_number")
+#: What was said (live transcript text) is report content: also kept out of files unless asked for.
+CONTENT_FIELDS = ("text",)
 
 
-def event_to_dict(event: AgentEvent, redact: bool = True) -> dict:
+def event_to_dict(event: AgentEvent, redact: bool = True, include_content: bool = True) -> dict:
     d = {"type": type(event).__name__}
     for f in dataclasses.fields(event):
         v = getattr(event, f.name)
@@ -27,21 +29,27 @@ def event_to_dict(event: AgentEvent, redact: bool = True) -> dict:
             v = v.isoformat()
         if redact and f.name in CONFIDENTIAL_FIELDS:
             v = "<redacted>" if v else v
+        if not include_content and f.name in CONTENT_FIELDS and isinstance(v, str):
+            d[f.name + "_chars"] = len(v)
+            v = "<redacted>" if v else v
         d[f.name] = v
     return d
 
 
 class JsonlSink:
-    """Appends one JSON object per event to a file (flushed per line; caller identity redacted)."""
+    """Appends one JSON object per event to a file (flushed per line). Caller identity is always
+    redacted; report content (live transcript text) too unless ``include_content`` (tests, debugging
+    on a development machine: a file is a copy nobody governs)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, include_content: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.include_content = include_content
         self._f = open(self.path, "a", encoding="utf-8")
         self._lock = threading.Lock()
 
     def publish(self, event: AgentEvent) -> None:
-        line = json.dumps(event_to_dict(event), ensure_ascii=False)
+        line = json.dumps(event_to_dict(event, include_content=self.include_content), ensure_ascii=False)
         with self._lock:
             self._f.write(line + "\n")
             self._f.flush()

@@ -62,7 +62,7 @@ def factory(call_uuid, rate, emit):
 
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: stop.set())
-sink = JsonlSink(events_path)
+sink = JsonlSink(events_path, include_content=True)
 try:
     run_worker(WorkerConfig.from_json_file(cfg_path), sink, stop, threading.Event(), live_transcriber=factory)
 finally:

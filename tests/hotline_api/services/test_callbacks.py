@@ -14,7 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
-import hotline_api.models.callbacks  # noqa: F401 - until hotline_api.models imports it
 from hotline_api.db import crypto_types
 from hotline_api.models.callbacks import CallbackTask
 from hotline_api.models.calls import Call
