@@ -50,7 +50,9 @@ def _state_of(session, user) -> dict[str, Any] | None:
     op = _profile(session, user)
     if op is None:
         return None
-    return {"state": ops.effective_state(op), "reason": op.state_reason, "since": op.state_since}
+    state = ops.effective_state(op)
+    return {"state": state, "reason": op.state_reason, "since": op.state_since,
+            "wrap_up_until": op.wrap_up_until if state == "wrap_up" else None}
 
 
 def _live_api_mounted() -> bool:
@@ -77,6 +79,16 @@ def op_home(request: Request, session: SessionDep, settings: SettingsDep, user: 
         "live_url": "/api/live/events" if (_live_api_mounted() and _profile(session, user)) else None,
         "calls": res, "err": err[:200], "hours": _window_hours(settings),
     }, active="op")
+
+
+@router.get("/op/state")
+def op_state_card(request: Request, session: SessionDep, user: OperatorUser) -> Response:
+    """The state card alone: the console reloads it when a live event says the state changed (the
+    routing sets on call / wrap-up / available by itself)."""
+    if _profile(session, user) is None:
+        raise PageNotFound()
+    return render(request, "op/_state.html", {"state": _state_of(session, user), "state_labels": STATE_LABELS,
+                                              "reasons": PAUSE_REASONS, "error": None})
 
 
 @router.post("/op/state")

@@ -186,6 +186,8 @@ def test_operator_sees_a_routed_sipp_call_live(server, new_page, operators, rout
         assert page.get_by_test_id("caller-masked").inner_text().strip() == MASKED
         assert CALLER not in page.content()
         assert phone.events("answered"), phone.lines
+        # the state card follows the routing by itself (no reload, no click): on call
+        page.wait_for_selector("#op-state [data-state=on_call]", timeout=WAIT_MS)
         screenshot(page, "operator_live_call")
 
         # the caller hangs up: the panel says the call ended, the call stays on the page for the form
@@ -193,6 +195,9 @@ def test_operator_sees_a_routed_sipp_call_live(server, new_page, operators, rout
             "() => document.getElementById('live-state').textContent.indexOf('通话已结束') >= 0",
             timeout=WAIT_MS)
         r_code = sipp.wait(timeout=120)
+        # ... then wrap-up, with the moment it ends (when the card reloads itself as available)
+        page.wait_for_selector("#op-state [data-state=wrap_up]", timeout=WAIT_MS)
+        assert page.locator("#op-state").get_attribute("data-refresh-at")
     finally:
         stop_process(sipp, timeout=10)
     assert r_code == 0, sipp_errors(tmp_path, "live")

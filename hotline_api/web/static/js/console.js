@@ -218,8 +218,34 @@
       if (p && p.then) p.then(function () { if (!callBox.querySelector("[data-call-id]")) current = null; },
                               function () { current = null; });
     }
+    /* the routing changes this operator's state by itself (on call, wrap-up, available again):
+       reload the state card after such an event, once the worker has written it */
+    var stateTimer = null;
+    function refreshStateCard(delayMs) {
+      if (!document.getElementById("op-state")) return;
+      clearTimeout(stateTimer);
+      stateTimer = setTimeout(function () {
+        htmx.ajax("GET", "/op/state", { target: "#op-state", swap: "outerHTML" });
+      }, delayMs);
+    }
+    var wrapTimer = null, wrapAt = null;
+    function armWrapUp() {  /* wrap-up ends without an event: reload the card when it is over */
+      var card = document.getElementById("op-state");
+      var at = card ? card.getAttribute("data-refresh-at") : null;
+      if (at === wrapAt) return;
+      wrapAt = at;
+      clearTimeout(wrapTimer);
+      if (!at) return;
+      var ms = Date.parse(at) - Date.now();
+      if (ms > -5000 && ms < 86400000) {
+        wrapTimer = setTimeout(function () { wrapAt = null; refreshStateCard(0); }, Math.max(ms, 0) + 500);
+      }
+    }
+    document.body.addEventListener("htmx:afterSettle", armWrapUp);
+    armWrapUp();
     function handle(type, data) {
       var k = kindOf(data.type || data.event || type);
+      if (k && k !== "text") refreshStateCard(k === "ended" || k === "missed" ? 1200 : 400);
       var id = data.call_uuid || data.call_id || data.id;
       if (k === "ringing") { setState("来电振铃中", "ringing"); }
       else if (k === "on-call") {
