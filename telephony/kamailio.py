@@ -72,6 +72,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Sequence
 
+from telephony.logfiles import rotate_if_large
+
 _log = logging.getLogger(__name__)
 
 KAMAILIO_BIN = "kamailio"
@@ -687,6 +689,7 @@ class KamailioProcess:
                 pass
         log = self.log
         if log is None:
+            rotate_if_large(self.log_path())
             self._log_fh = open(self.log_path(), "ab")
             log = self._log_fh
         self.proc = subprocess.Popen(

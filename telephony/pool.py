@@ -48,6 +48,7 @@ from typing import IO, Callable, Sequence, Union
 
 from telephony.kamailio import (Backend, KamailioConfig, KamailioError, KamailioProcess,
                                 sip_options_ping)
+from telephony.logfiles import rotate_if_large
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,7 @@ class Pool:
             env.update(launch.env)
         self._close_log(slot)
         log_path = launch.log_path or spec.work_dir / "worker.log"
+        rotate_if_large(log_path)
         slot.log_fh = open(log_path, "ab")
         slot.proc = subprocess.Popen(
             [str(a) for a in launch.argv], env=env, cwd=launch.cwd, stdin=subprocess.DEVNULL,
