@@ -592,6 +592,66 @@ def command(cfg: KamailioConfig, kamailio_bin: str = KAMAILIO_BIN) -> list[str]:
             "-m", str(cfg.shm_mb), "-M", str(cfg.pkg_mb)]
 
 
+def parse_rpc_records(text: str) -> list[dict]:
+    """kamcmd's output (``{`` / ``key: value`` / ``name: {`` ... ``}``) as a list of top-level
+    records, nested blocks as dicts; a key seen twice in a block becomes a list."""
+    records: list[dict] = []
+    stack: list[dict] = []
+
+    def put(block: dict, key: str, value) -> None:
+        if key in block:
+            old = block[key]
+            block[key] = (old if isinstance(old, list) else [old]) + [value]
+        else:
+            block[key] = value
+
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line == "{":
+            stack = [{}]
+            records.append(stack[0])
+            continue
+        if line == "}":
+            if stack:
+                stack.pop()
+            continue
+        if not stack:
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        if value == "{":
+            child: dict = {}
+            put(stack[-1], key, child)
+            stack.append(child)
+        else:
+            put(stack[-1], key, value)
+    return records
+
+
+def find_blocks(block, key: str):
+    """Every dict under ``key`` anywhere in ``block`` (lists followed)."""
+    if isinstance(block, list):
+        for b in block:
+            yield from find_blocks(b, key)
+    elif isinstance(block, dict):
+        for k, v in block.items():
+            if k == key:
+                yield from (v if isinstance(v, list) else [v])
+            else:
+                yield from find_blocks(v, key)
+
+
+def _contact_hostport(uri: str) -> tuple[str, int] | None:
+    m = re.search(r"@?(\[[^\]]+\]|[^@:;>]+):(\d+)", uri.split("sip:", 1)[-1])
+    if not m:
+        return None
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
 def sip_options_ping(host: str, port: int, timeout: float = 1.0) -> int | None:
     """Send one SIP OPTIONS over UDP; return the status code of the reply, or None."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -725,6 +785,88 @@ class KamailioProcess:
         """``state``: 'ip' (inactive + probing: taken out until it answers OPTIONS again),
         'ap' (active + probing), 'dp' (disabled)."""
         self.rpc("dispatcher.set_state", state, str(DISPATCHER_SET), backend.uri)
+
+    def dialogs(self) -> list[dict]:
+        """kamailio's dialogs (``dlg.list``), each a dict as the RPC prints it (nested dicts for
+        ``caller`` / ``callee``)."""
+        return parse_rpc_records(self.rpc("dlg.list"))
+
+    def dispatcher_loads(self) -> dict[str, int]:
+        """URI -> active calls the dispatcher counts for it (call-load algorithm)."""
+        loads: dict[str, int] = {}
+        for rec in parse_rpc_records(self.rpc("dispatcher.list")):
+            for dest in find_blocks(rec, "DEST"):
+                runtime = dest.get("RUNTIME") if isinstance(dest.get("RUNTIME"), dict) else {}
+                try:
+                    loads[str(dest.get("URI"))] = int(runtime.get("DLGLOAD", 0))
+                except (TypeError, ValueError):
+                    pass
+        return loads
+
+    def worker_dialogs(self, backend: Backend) -> list[dict]:
+        """The confirmed dialogs whose callee is ``backend`` (calls answered by that worker)."""
+        out = []
+        for d in self.dialogs():
+            callee = d.get("callee") if isinstance(d.get("callee"), dict) else {}
+            if str(d.get("state")) in ("3", "4") and _contact_hostport(str(callee.get("contact", ""))) == \
+                    (backend.host, backend.port):
+                out.append(d)
+        return out
+
+    def end_dialogs(self, dialogs: Sequence[dict], reason: str = "agent worker failed",
+                    timeout: float = 2.0) -> int:
+        """Hang up ``dialogs`` of a worker that died: for each, a BYE in the worker's place (From =
+        the callee's side of the dialog) sent to kamailio, which relays it to the caller like any
+        in-dialog BYE: the caller hears the call end instead of silence, the dialog and its place
+        in the ``calls`` profile end, and the dispatcher's call load of that worker is released
+        (otherwise the restarted worker would look busy until the dialogs time out). Returns how
+        many got a final response."""
+        ended = 0
+        lh = self.cfg.listen_host
+        hh = f"[{lh}]" if ":" in lh else lh
+        fam = socket.AF_INET6 if ":" in lh else socket.AF_INET
+        for d in dialogs:
+            caller = d.get("caller") if isinstance(d.get("caller"), dict) else {}
+            callee = d.get("callee") if isinstance(d.get("callee"), dict) else {}
+            try:
+                cseq = int(callee.get("cseq") or 0) + 1
+                # the dialog module's rr cookie (dlg_match_mode: by "did" only): h_entry.h_id, each in
+                # kamailio's "reverse hex" (least significant digit first)
+                did = f"{int(d.get('h_entry')):x}"[::-1] + "." + f"{int(d.get('h_id')):x}"[::-1]
+            except (TypeError, ValueError):
+                continue
+            with socket.socket(fam, socket.SOCK_DGRAM) as sock:
+                sock.bind((lh, 0))
+                lport = sock.getsockname()[1]
+                branch = "z9hG4bK" + uuid.uuid4().hex[:16]
+                msg = (
+                    f"BYE {caller.get('contact')} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP {hh}:{lport};branch={branch};rport\r\n"
+                    f"Route: <sip:{hh}:{self.cfg.listen_port};lr;ftag={caller.get('tag')};did={did}>\r\n"
+                    "Max-Forwards: 70\r\n"
+                    f"From: <{d.get('to_uri')}>;tag={callee.get('tag')}\r\n"
+                    f"To: <{d.get('from_uri')}>;tag={caller.get('tag')}\r\n"
+                    f"Call-ID: {d.get('call-id')}\r\n"
+                    f"CSeq: {cseq} BYE\r\n"
+                    f'Reason: SIP;cause=500;text="{reason}"\r\n'
+                    "Content-Length: 0\r\n\r\n").encode()
+                deadline = time.monotonic() + timeout
+                interval = 0.5  # RFC 3261 T1; retransmitted until a final response
+                done = False
+                while not done and time.monotonic() < deadline:
+                    sock.sendto(msg, (lh, self.cfg.listen_port))
+                    sock.settimeout(min(interval, max(0.01, deadline - time.monotonic())))
+                    try:
+                        while True:
+                            data = sock.recv(65535)
+                            m = re.match(rb"SIP/2\.0 (\d{3})", data)
+                            if m and int(m.group(1)) >= 200:
+                                done = True
+                                break
+                    except (socket.timeout, OSError):
+                        interval = min(interval * 2, 4.0)
+                ended += done
+        return ended
 
     def backend_states(self) -> dict[str, str]:
         """URI -> dispatcher FLAGS (e.g. 'AP' active, 'IP' inactive, 'TP' trying)."""

@@ -83,8 +83,8 @@ RecoverFn = Callable[[WorkerSpec], object]
 @dataclass(frozen=True)
 class PoolEvent:
     kind: str  # worker_started / worker_ready / worker_exited / worker_recovered /
-    #            recovery_failed / worker_start_failed / kamailio_started / kamailio_exited /
-    #            pool_stopped
+    #            recovery_failed / worker_start_failed / worker_dialogs_ended /
+    #            kamailio_started / kamailio_exited / pool_stopped
     worker_id: str = ""
     pid: int | None = None
     detail: str = ""
@@ -334,6 +334,7 @@ class Pool:
         log.warning("worker %s (pid %s) exited with %s after %.1f s", spec.worker_id, pid, rc, ran)
         self._emit(PoolEvent("worker_exited", spec.worker_id, pid, f"returncode={rc}"))
         self._set_state(slot, "ip")  # kamailio: stop routing new calls to it now
+        self._end_dead_dialogs(slot)
         if ran >= self.config.backoff_reset_s or slot.backoff == 0:
             slot.backoff = self.config.backoff_initial_s
         else:
@@ -344,6 +345,34 @@ class Pool:
                                  name=f"recover-{spec.worker_id}", daemon=True)
             slot.recovering = t
             t.start()
+
+    def _end_dead_dialogs(self, slot: _Slot) -> None:
+        """The calls a dead worker had answered: kamailio still holds their dialogs (and counts them
+        in the worker's call load) while the callers hear silence. Taken now, before the restarted
+        worker answers new calls on the same address, and hung up on a helper thread."""
+        kam = self.kamailio
+        if kam is None or not kam.alive():
+            return
+        try:
+            dialogs = kam.worker_dialogs(slot.backend)
+        except (KamailioError, OSError, subprocess.SubprocessError) as e:
+            log.warning("dialogs of dead worker %s not listed: %s", slot.spec.worker_id, e)
+            return
+        if not dialogs:
+            return
+        worker_id = slot.spec.worker_id
+
+        def _end() -> None:
+            try:
+                n = kam.end_dialogs(dialogs)
+            except OSError as e:
+                log.warning("dialogs of dead worker %s not ended: %s", worker_id, e)
+                return
+            log.warning("worker %s: %d of %d call(s) it held hung up (BYE to the callers)", worker_id, n,
+                        len(dialogs))
+            self._emit(PoolEvent("worker_dialogs_ended", worker_id, None, f"{n}/{len(dialogs)}"))
+
+        threading.Thread(target=_end, name=f"bye-{worker_id}", daemon=True).start()
 
     def _run_recovery(self, slot: _Slot) -> None:
         if self.recover is None:

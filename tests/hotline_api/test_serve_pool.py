@@ -11,8 +11,10 @@ import time
 
 import pytest
 
+from telephony.kamailio import find_blocks, parse_rpc_records
 from tests.telephony.conftest import caller_audio  # noqa: F401 - fixture
-from tests.telephony.sipp_util import SIPP, call_scenario, free_port, run_sipp, sipp_errors, stop_process, wait_for
+from tests.telephony.sipp_util import (SIPP, call_scenario, free_port, hung_up_by_hotline_scenario, run_sipp, sipp_errors,
+                                      stop_process, wait_for)
 
 pytestmark = [pytest.mark.sip, pytest.mark.slow,
               pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) not installed")]
@@ -83,8 +85,9 @@ def test_pool_mode_stores_calls_and_recovers_a_killed_worker(settings, db, calle
         r = run_sipp(call_scenario(stream, hold_ms=4000), f"127.0.0.1:{port}", tmp_path, "one")
         assert r.returncode == 0, sipp_errors(tmp_path, "one") + (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
 
-        # a long call, then its worker is killed 3 s in
-        bg = run_sipp(call_scenario(stream, hold_ms=30000), f"127.0.0.1:{port}", tmp_path, "long", background=True)
+        # a long call, then its worker is killed 3 s in: the caller must get a BYE (not silence)
+        bg = run_sipp(hung_up_by_hotline_scenario(stream, wait_bye_ms=60000), f"127.0.0.1:{port}", tmp_path, "long",
+                      background=True)
 
         def answered_calls():
             with db() as s:
@@ -107,7 +110,20 @@ def test_pool_mode_stores_calls_and_recovers_a_killed_worker(settings, db, calle
                         and s.get(Call, live.id).status == "recovered")
 
         wait_for(recovered, 60, what="recovered recording in the database")
-        stop_process(bg, signal.SIGTERM, 10)
+        # kamailio hung the dead worker's call up: the caller got a BYE and answered it...
+        assert bg.wait(30) == 0, sipp_errors(tmp_path, "long") + _logs(tmp_path, settings)
+        assert b"hung up (BYE to the callers)" in (tmp_path / "serve.log").read_bytes()
+        # ... and no longer counts it against the worker (else the restarted worker looks busy)
+        ctl = settings.run_dir / "sip" / "kamailio" / "kamailio_ctl"
+
+        def rpc(*args):
+            out = subprocess.run(["kamcmd", "-s", f"unix:{ctl}", *args], capture_output=True, text=True, timeout=10)
+            return parse_rpc_records(out.stdout)
+
+        wait_for(lambda: not rpc("dlg.list"), 10, what="no dialog left in kamailio")
+        loads = {d["URI"]: d["RUNTIME"]["DLGLOAD"] for rec in rpc("dispatcher.list")
+                 for d in find_blocks(rec, "DEST")}
+        assert loads and set(loads.values()) == {"0"}, loads
         with db() as s:
             rec = s.query(Recording).filter_by(call_id=live.id).one()
             assert rec.duration >= 2.0

@@ -170,6 +170,32 @@ def call_scenario(audio: Path | None = None, hold_ms: int = 5000, dialled: str =
     return x + "</scenario>\n"
 
 
+def hung_up_by_hotline_scenario(audio: Path, dialled: str = "12388", wait_bye_ms: int = 40000) -> str:
+    """Answered call streaming ``audio`` that waits for the hotline's BYE and answers it 200."""
+    x = _HEAD.format(name="caller outlasting the limit") + _invite(dialled, ["PCMU", "telephone-event"], None)
+    x += """  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rtd="true" crlf="true" rrs="true"/>
+"""
+    x += _ACK2XX.format(dialled=dialled)
+    x += f'  <nop><action><exec rtp_stream="{audio},-1,0"/></action></nop>\n'
+    x += f"""  <recv request="BYE" timeout="{wait_bye_ms}"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+"""
+    return x
+
+
 def reject_scenario(code: int, dialled: str = "12388", codecs: tuple[str, ...] = ("PCMU",),
                     headers: dict | None = None) -> str:
     """INVITE that must be refused with ``code`` (sipp fails on any other final response)."""

@@ -3,48 +3,21 @@ prompt and hangs up itself (BYE from the hotline side); the caller is never left
 recording is complete, with the closing prompt on the hotline channel."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from tests.telephony.audio_util import best_ncc
-from tests.telephony.sipp_util import _ACK2XX, _HEAD, SIPP, _invite, run_sipp, sipp_errors
+from tests.telephony.sipp_util import SIPP, hung_up_by_hotline_scenario, run_sipp, sipp_errors
 
 pytestmark = [pytest.mark.sip, pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) not installed")]
-
-
-def _hung_up_by_hotline_scenario(audio: Path, dialled: str = "12388", wait_bye_ms: int = 40000) -> str:
-    """Answered call streaming ``audio`` that waits for the hotline's BYE and answers it 200."""
-    x = _HEAD.format(name="caller outlasting the limit") + _invite(dialled, ["PCMU", "telephone-event"], None)
-    x += """  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rtd="true" crlf="true" rrs="true"/>
-"""
-    x += _ACK2XX.format(dialled=dialled)
-    x += f'  <nop><action><exec rtp_stream="{audio},-1,0"/></action></nop>\n'
-    x += f"""  <recv request="BYE" timeout="{wait_bye_ms}"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-</scenario>
-"""
-    return x
 
 
 def test_call_past_max_length_gets_closing_prompt_and_bye(make_worker, caller_audio, tmp_path, prompts_dir):
     stream, _ref, _rate = caller_audio
     w = make_worker(max_call_seconds=12)
-    r = run_sipp(_hung_up_by_hotline_scenario(stream), w.target, tmp_path, "limit", timeout=60)
+    r = run_sipp(hung_up_by_hotline_scenario(stream), w.target, tmp_path, "limit", timeout=60)
     assert r.returncode == 0, sipp_errors(tmp_path, "limit")  # the BYE came from the hotline
     ended = w.wait_events("CallEnded")[0]
     done = w.wait_events("RecordingCompleted")[0]
