@@ -32,7 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.telephony.sipp_util import _ACK2XX, _BYE, _HEAD, _invite, free_even_port_pair, free_port  # noqa: E402
+from tests.telephony.sipp_util import (_ACK2XX, _BYE, _HEAD, ANSWER_BYE, _invite, free_even_port_pair,  # noqa: E402
+                                      free_port)
 
 PY = sys.executable
 
@@ -45,19 +46,8 @@ def scenario(patience_ms: int) -> str:
   <recv response="200" rtd="true" crlf="true" rrs="true"/>
 """
     x += _ACK2XX.format(dialled="12388")
-    x += f"""  <recv request="BYE" timeout="{patience_ms}" ontimeout="giveup"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-  <nop next="done"/>
+    x += f'  <recv request="BYE" timeout="{patience_ms}" ontimeout="giveup"/>\n' + ANSWER_BYE
+    x += """  <nop next="done"/>
   <label id="giveup"/>
 """
     x += _BYE.format(dialled="12388", cseq=2)

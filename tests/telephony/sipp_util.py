@@ -125,6 +125,20 @@ _CANCEL = """  <send>
   <recv response="487"/>
 """
 
+#: the 200 OK a caller scenario sends to the BYE it just received
+ANSWER_BYE = """  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+
 CODECS = {
     "PCMU": ("0", "a=rtpmap:0 PCMU/8000"),
     "PCMA": ("8", "a=rtpmap:8 PCMA/8000"),
@@ -179,21 +193,8 @@ def hung_up_by_hotline_scenario(audio: Path, dialled: str = "12388", wait_bye_ms
 """
     x += _ACK2XX.format(dialled=dialled)
     x += f'  <nop><action><exec rtp_stream="{audio},-1,0"/></action></nop>\n'
-    x += f"""  <recv request="BYE" timeout="{wait_bye_ms}"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-</scenario>
-"""
-    return x
+    x += f'  <recv request="BYE" timeout="{wait_bye_ms}"/>\n'
+    return x + ANSWER_BYE + "</scenario>\n"
 
 
 def reject_scenario(code: int, dialled: str = "12388", codecs: tuple[str, ...] = ("PCMU",),

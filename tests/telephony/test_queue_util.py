@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import REPO, shared_path
-from tests.telephony.sipp_util import _ACK2XX, _BYE, _HEAD, _invite, stop_process, wait_for
+from tests.telephony.sipp_util import _ACK2XX, _BYE, _HEAD, ANSWER_BYE, _invite, stop_process, wait_for
 
 PY = sys.executable
 OPCLIENT = REPO / "tests" / "telephony" / "test_queue_opclient.py"
@@ -202,19 +202,7 @@ def hotline_hangs_up_scenario(audio: Path | None = None, delay_ms: int = 0) -> s
     if audio is not None:
         x += f'  <pause milliseconds="{delay_ms}"/>\n'
         x += f'  <nop><action><exec rtp_stream="{audio},1,0"/></action></nop>\n'
-    x += """  <recv request="BYE" timeout="90000"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-    ]]>
-  </send>
-"""
+    x += '  <recv request="BYE" timeout="90000"/>\n' + ANSWER_BYE
     return x + "</scenario>\n"
 
 
