@@ -5,7 +5,8 @@
 | review escalation: overdue listen/store/organize items → supervisor alerts | every 5 minutes |
 | case deadline reminders: due in 3 working days, overdue | daily 08:30 / 08:35 (Asia/Shanghai) |
 | retention purge (crypto-shredding) | daily 02:30 |
-| audit chain verification (logged; failure is an error) | daily 03:30 |
+| audit chain verification (logged; failure is an error), then its head anchored outside the DB | daily 03:30 |
+| audit chain head anchored (earlier anchors checked) | every 15 minutes |
 | expired export bundles deleted | hourly |
 | draft sweep: transcripts of the last day left without a draft (a worker died after the commit) | every 10 minutes |
 | SQLite planner statistics (`ANALYZE` with an analysis limit) | daily 04:00 |
@@ -31,15 +32,29 @@ def retention_job(factory: sessionmaker[Session], settings: Settings) -> None:
     log.info("retention: %d recording(s) purged", len(report.due))
 
 
-def audit_verify_job(factory: sessionmaker[Session]) -> None:
+def audit_verify_job(factory: sessionmaker[Session], settings: Settings) -> None:
+    from hotline_api.services import audit
+
+    anchors = audit.anchor_log(settings)
+    with factory() as s:
+        result = audit.verify(s, anchors)
+    if result.ok:
+        if result.head_seq is not None:
+            anchors.append(result.head_seq, result.head_hash)
+        log.info("audit chain verified: %d entries, head #%s %s", result.count, result.head_seq, result.head_hash)
+    else:
+        log.error("AUDIT CHAIN BROKEN: %s", result.problem)
+
+
+def audit_anchor_job(factory: sessionmaker[Session], settings: Settings) -> None:
+    """Anchor the chain's head outside the database (cheap: earlier anchors are checked, the chain
+    is walked only by the daily verification)."""
     from hotline_api.services import audit
 
     with factory() as s:
-        result = audit.verify(s)
-    if result.ok:
-        log.info("audit chain verified: %d entries", result.count)
-    else:
-        log.error("AUDIT CHAIN BROKEN: %s", result.problem)
+        result = audit.anchor(s, audit.anchor_log(settings))
+    if not result.ok:
+        log.error("AUDIT LOG ALTERED: %s", result.problem)
 
 
 def draft_sweep_job(factory: sessionmaker[Session], settings: Settings, min_age_s: float = 120.0,
@@ -99,7 +114,9 @@ def build_scheduler(settings: Settings, factory: sessionmaker[Session]) -> Backg
         sched.add_job(fn, "cron", id=f"case_reminder_{i}", max_instances=1, coalesce=True, **cron)
     sched.add_job(retention_job, "cron", hour=2, minute=30, args=[factory, settings], id="retention",
                   max_instances=1, coalesce=True)
-    sched.add_job(audit_verify_job, "cron", hour=3, minute=30, args=[factory], id="audit_verify",
+    sched.add_job(audit_verify_job, "cron", hour=3, minute=30, args=[factory, settings], id="audit_verify",
+                  max_instances=1, coalesce=True)
+    sched.add_job(audit_anchor_job, "interval", minutes=15, args=[factory, settings], id="audit_anchor",
                   max_instances=1, coalesce=True)
     from hotline_api.services import exports
 

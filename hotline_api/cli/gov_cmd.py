@@ -71,14 +71,19 @@ def _progress(done: int, total: int) -> None:
 def _audit_verify(args) -> int:
     from hotline_api.services import audit
 
-    _, factory = _factory()
+    settings, factory = _factory()
+    anchors = audit.anchor_log(settings)
     with factory() as s:
-        result = audit.verify(s)
+        result = audit.verify(s, anchors)
     if result.ok:
         print(f"audit chain OK: {result.count} entries, head #{result.head_seq} {result.head_hash}")
+        if result.head_seq is not None:
+            anchors.append(result.head_seq, result.head_hash)
+            print(f"anchored in {anchors.path} (also keep the head above outside this machine)")
         return 0
     print(f"audit chain BROKEN at {result.problem}", file=sys.stderr)
-    print(f"first bad entry: #{result.problem.seq}")
+    if result.problem.seq is not None:
+        print(f"first bad entry: #{result.problem.seq}")
     print(f"{result.count} entries verified before it")
     return 1
 

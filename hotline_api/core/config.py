@@ -89,6 +89,7 @@ class Settings:
     import_max_mb: float = 200  # largest audio file accepted by POST /api/recordings/import
     export_ttl_hours: float = 72  # an approved export bundle expires after this
     export_max_objects: int = 50
+    audit_anchor_file: str = ""  # audit chain anchors (default data_dir/audit/anchors.log); best on another volume
     # Logging
     log_level: str = "INFO"
 
@@ -119,6 +120,10 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def audit_anchor_path(self) -> Path:
+        return Path(self.audit_anchor_file) if self.audit_anchor_file else self.data_dir / "audit" / "anchors.log"
 
     @property
     def run_dir(self) -> Path:

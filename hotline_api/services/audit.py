@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hotline_api.models.governance import AuditEntry
-from recordings.audit_chain import GENESIS, ChainResult, canonical_json, entry_hash, verify_chain
+from recordings.audit_anchor import AnchorError, AnchorLog, check_anchors
+from recordings.audit_chain import GENESIS, ChainProblem, ChainResult, canonical_json, entry_hash, verify_chain
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,51 @@ def iter_entries(session: Session, batch: int = 1000) -> Iterator[dict[str, Any]
         session.expunge_all()
 
 
-def verify(session: Session) -> ChainResult:
-    return verify_chain(iter_entries(session))
+def anchor_log(settings) -> AnchorLog:
+    """The chain's anchors outside the database (``recordings.audit_anchor``), HMAC'd with the
+    ``audit_anchor`` key of the key folder."""
+    from hotline_api.core.secrets import load_or_create
+
+    return AnchorLog(settings.audit_anchor_path, load_or_create(settings, "audit_anchor"))
+
+
+def _check_anchors(session: Session, anchors: AnchorLog, result: ChainResult) -> ChainResult:
+    try:
+        marks = anchors.read()
+    except AnchorError as e:
+        return ChainResult(False, result.count, result.head_seq, result.head_hash,
+                           ChainProblem(None, result.count, str(e)))
+
+    def hash_at(seq: int) -> str | None:
+        return session.execute(select(AuditEntry.hash).where(AuditEntry.seq == seq)).scalar()
+
+    problem = check_anchors(marks, hash_at, result.head_seq)
+    if not problem:
+        return result
+    seq = next((a.seq for a in marks if hash_at(a.seq) != a.hash), None)
+    return ChainResult(False, result.count, result.head_seq, result.head_hash,
+                       ChainProblem(seq, result.count, problem))
+
+
+def verify(session: Session, anchors: AnchorLog | None = None) -> ChainResult:
+    """The hash chain, entry by entry; with ``anchors``, also that every anchored entry is still
+    there unchanged (a removed tail shows)."""
+    result = verify_chain(iter_entries(session))
+    if anchors is None or not result.ok:
+        return result
+    return _check_anchors(session, anchors, result)
+
+
+def anchor(session: Session, anchors: AnchorLog) -> ChainResult:
+    """Record the chain's current head in the anchor file, if the earlier anchors still hold (the
+    whole chain is not re-walked: cheap enough to run often). Returns the check's result."""
+    head = session.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
+    count = session.execute(select(func.count()).select_from(AuditEntry)).scalar() or 0
+    result = ChainResult(True, count, head[0] if head else None, head[1] if head else GENESIS)
+    result = _check_anchors(session, anchors, result)
+    if result.ok and head is not None:
+        anchors.append(head[0], head[1])
+    return result
 
 
 @dataclass

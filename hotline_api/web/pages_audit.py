@@ -63,6 +63,6 @@ def audit_page(request: Request, session: SessionDep, settings: SettingsDep, use
 
 
 @router.get("/audit/verify")
-def verify(request: Request, session: SessionDep, user: AuditorUser) -> Response:
-    r = audit.verify(session)
+def verify(request: Request, session: SessionDep, settings: SettingsDep, user: AuditorUser) -> Response:
+    r = audit.verify(session, audit.anchor_log(settings))
     return render(request, "audit/_verify.html", {"r": r, "checked_at": datetime.now()})

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from hotline_api.api.deps import SessionDep
+from hotline_api.api.deps import SessionDep, SettingsDep
 from hotline_api.api.routes._common import AuditorUser
 from hotline_api.services import audit
 
@@ -36,8 +36,8 @@ def search(session: SessionDep, user: AuditorUser,
 
 
 @router.get("/audit/verify")
-def verify(session: SessionDep, user: AuditorUser) -> dict:
-    r = audit.verify(session)
+def verify(session: SessionDep, settings: SettingsDep, user: AuditorUser) -> dict:
+    r = audit.verify(session, audit.anchor_log(settings))
     return {"ok": r.ok, "count": r.count, "head_seq": r.head_seq, "head_hash": r.head_hash,
             "problem": None if r.problem is None else {"seq": r.problem.seq, "position": r.problem.position,
                                                        "reason": r.problem.reason, "message": str(r.problem)}}

@@ -129,3 +129,50 @@ def test_search(settings, db):
         rows = audit.search(s, audit.AuditQuery(actor_name="user1"))
         assert [r["object_id"] for r in rows] == ["r7", "r4", "r1"]
         assert rows[0]["detail"] == {"range": [700, 799]}
+
+
+# ------------------------------------------------------------------ anchors outside the database
+def test_removed_tail_passes_the_chain_but_not_its_anchor(settings, db, capsys):
+    _fill(db)
+    rc, out = _verify_cli(capsys)  # verified: the head (#8) is anchored outside the database
+    assert rc == 0 and "anchored in" in out
+    assert audit.anchor_log(settings).last().seq == 8
+    con = _raw(settings)
+    con.execute("DELETE FROM audit_entries WHERE seq >= 6")  # the last three entries vanish
+    con.commit()
+    with db() as s:
+        assert audit.verify(s).ok  # the chain alone cannot tell: #1..#5 is a valid chain
+    rc, out = _verify_cli(capsys)
+    assert rc == 1 and "entry #8" in out and "missing" in out and "#6..#8" in out
+
+
+def test_rewritten_tail_differs_from_its_anchor(settings, db, capsys):
+    _fill(db, 4)
+    with db() as s:
+        assert audit.anchor(s, audit.anchor_log(settings)).ok
+    con = _raw(settings)
+    con.execute("DELETE FROM audit_entries WHERE seq = 4")
+    con.commit()
+    _fill(db, 1)  # a new #4 chained to #3: a valid chain again, but not the anchored #4
+    rc, out = _verify_cli(capsys)
+    assert rc == 1 and "first bad entry: #4" in out and "rewritten" in out
+
+
+def test_altered_anchor_file_is_reported_and_anchors_follow_the_head(settings, db, capsys):
+    _fill(db, 3)
+    log = audit.anchor_log(settings)
+    with db() as s:
+        assert audit.anchor(s, log).ok and audit.anchor(s, log).ok  # the same head: one line
+    _fill(db, 2)
+    with db() as s:
+        assert audit.anchor(s, log).ok
+    assert [(a.seq, a.line) for a in log.read()] == [(3, 1), (5, 2)]
+    path = settings.audit_anchor_path
+    lines = path.read_text().splitlines()
+    seq, h, at, mac = lines[1].split()
+    path.write_text(lines[0] + "\n" + " ".join(["4", h, at, mac]) + "\n")  # pretend the head was #4
+    rc, out = _verify_cli(capsys)
+    assert rc == 1 and "anchors.log:2" in out and "altered" in out
+    with db() as s:
+        assert not audit.anchor(s, log).ok  # nothing is anchored over an altered file
+    assert len(path.read_text().splitlines()) == 2
