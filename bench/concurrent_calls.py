@@ -40,72 +40,13 @@ sys.path.insert(0, str(REPO))
 
 from telephony.kamailio import KamailioConfig  # noqa: E402
 from telephony.pool import Pool, PoolConfig, WorkerLaunch, WorkerSpec  # noqa: E402
+from tests.telephony.sipp_util import stream_uac_scenario  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="bench caller">
-  <send retrans="500"><![CDATA[
-
-INVITE sip:12388@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:bench@[local_ip]:[local_port]>;tag=[pid]b[call_number]
-To: <sip:12388@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:bench@[local_ip]:[local_port];transport=[transport]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-a=sendrecv
-
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send><![CDATA[
-
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-[routes]
-From: <sip:bench@[local_ip]:[local_port]>;tag=[pid]b[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <nop><action><exec rtp_stream="@AUDIO@,-1,0"/></action></nop>
-  <pause milliseconds="@HOLD_MS@"/>
-  <nop><action><exec rtp_stream="pause"/></action></nop>
-  <send retrans="500"><![CDATA[
-
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-[routes]
-From: <sip:bench@[local_ip]:[local_port]>;tag=[pid]b[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200"/>
-</scenario>
-"""
+SCENARIO = stream_uac_scenario(name="bench caller", user="bench", tag="b", loop=True, telephone_event=False,
+                               stop_stream=True)
 
 SPEECH = ("ni3 hao3 wo3 yao4 ju3 bao4 yi2 ge4 wen4 ti2 qing3 ni3 men5 zi3 xi4 ting1 yi2 xia4 "
           "zhe4 jian4 shi4 qing5 fa1 sheng1 zai4 qu4 nian2 de5 xia4 tian1")

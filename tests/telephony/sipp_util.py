@@ -197,6 +197,80 @@ def hung_up_by_hotline_scenario(audio: Path, dialled: str = "12388", wait_bye_ms
     return x + ANSWER_BYE + "</scenario>\n"
 
 
+_STREAM_UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="{name}">
+  <send retrans="500"><![CDATA[
+
+INVITE sip:12388@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:{user}@[local_ip]:[local_port]>;tag=[pid]{tag}[call_number]
+To: <sip:12388@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:{user}@[local_ip]:[local_port];transport=[transport]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [rtpstream_audio_port] RTP/AVP {fmts}
+a=rtpmap:0 PCMU/8000
+{dtmf_map}a=sendrecv
+
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send><![CDATA[
+
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
+From: <sip:{user}@[local_ip]:[local_port]>;tag=[pid]{tag}[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <nop><action><exec rtp_stream="@AUDIO@,{loops},0"/></action></nop>
+  <pause milliseconds="@HOLD_MS@"/>
+{stop_stream}  <send retrans="500"><![CDATA[
+
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
+From: <sip:{user}@[local_ip]:[local_port]>;tag=[pid]{tag}[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def stream_uac_scenario(name: str = "caller streaming audio through kamailio", user: str = "caller", tag: str = "s",
+                        loop: bool = False, telephone_event: bool = True, stop_stream: bool = False) -> str:
+    """A sipp caller in the raw layout (``[next_url]``/``[routes]``, through kamailio): INVITE with
+    PCMU (and telephone-event), ACK, RTP stream of ``@AUDIO@`` (once, or looped), a pause of
+    ``@HOLD_MS@``, BYE. The two placeholders are filled by the caller."""
+    return _STREAM_UAC.format(name=name, user=user, tag=tag, fmts="0 101" if telephone_event else "0",
+                              dtmf_map="a=rtpmap:101 telephone-event/8000\n" if telephone_event else "",
+                              loops="-1" if loop else "1",
+                              stop_stream='  <nop><action><exec rtp_stream="pause"/></action></nop>\n' if stop_stream else "")
+
+
 def reject_scenario(code: int, dialled: str = "12388", codecs: tuple[str, ...] = ("PCMU",),
                     headers: dict | None = None) -> str:
     """INVITE that must be refused with ``code`` (sipp fails on any other final response)."""

@@ -24,6 +24,7 @@ import pytest
 from telephony.kamailio import KamailioConfig
 from telephony.pool import Pool, PoolConfig, PoolEvent, WorkerLaunch, WorkerSpec, spool_recovery
 from tests.telephony import test_kamailio as K
+from tests.telephony.sipp_util import stream_uac_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 HAVE_WORKER = (REPO / "telephony" / "worker.py").exists()
@@ -248,68 +249,7 @@ def K_shared_wav() -> Path:
     return wavs[0]
 
 
-STREAM_UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="caller streaming audio through kamailio">
-  <send retrans="500"><![CDATA[
-
-INVITE sip:12388@[remote_ip]:[remote_port] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-From: <sip:caller@[local_ip]:[local_port]>;tag=[pid]s[call_number]
-To: <sip:12388@[remote_ip]:[remote_port]>
-Call-ID: [call_id]
-CSeq: 1 INVITE
-Contact: <sip:caller@[local_ip]:[local_port];transport=[transport]>
-Max-Forwards: 70
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [rtpstream_audio_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=sendrecv
-
-]]></send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send><![CDATA[
-
-ACK [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-[routes]
-From: <sip:caller@[local_ip]:[local_port]>;tag=[pid]s[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <nop><action><exec rtp_stream="@AUDIO@,1,0"/></action></nop>
-  <pause milliseconds="@HOLD_MS@"/>
-  <send retrans="500"><![CDATA[
-
-BYE [next_url] SIP/2.0
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-[routes]
-From: <sip:caller@[local_ip]:[local_port]>;tag=[pid]s[call_number]
-[last_To:]
-Call-ID: [call_id]
-CSeq: 2 BYE
-Max-Forwards: 70
-Content-Length: 0
-
-]]></send>
-  <recv response="200"/>
-</scenario>
-"""
+STREAM_UAC = stream_uac_scenario()
 
 
 def real_worker_factory(d: Path, recordings: Path, prompts: Path):
