@@ -8,8 +8,9 @@ recorded in ``calls.flow_path``. This service turns every such ended call into o
   the call (``review.compute_due`` over the project's working-day calendar, as review assignments).
   Run every minute by the scheduler (``ensure_tasks_job``) and, right after the call's recording
   is stored, by the CallStore completion hook ``completion_hook``.
-* ``record_attempt(session, task, user, outcome)``: ``reached`` -> done; ``no_answer`` /
-  ``wrong_number`` count as failed attempts, the 3rd failed one -> unreachable.
+* ``record_attempt(session, task, user, outcome)``: ``reached`` -> done; ``wrong_number`` ->
+  unreachable at once (a stranger is never called twice about a report); the 3rd ``no_answer``
+  -> unreachable.
 * Visibility: operators see every open task (any operator may call back); supervisors see the
   tasks of the calls of their unit (the rule of ``services.access``: the unit of the call's
   operator or of the manager its recording is assigned to; a call without recording is seen by
