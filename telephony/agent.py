@@ -30,6 +30,13 @@ Thread discipline (enforced by :meth:`Agent._own`, which every pjsua2-touching m
   switches live ASR off for that call); the recording never waits. Results are published as
   :class:`telephony.events.LiveTranscript` from the transcriber's thread, not through the owner
   (whose loop also receives the RTP packets). The text is never logged.
+* A :class:`_Call` dies while its pjsua call slot is still its own: references are dropped in the
+  callback where the call disconnects (or right after a rejected INVITE's 4xx), so CPython frees
+  it as that callback returns, as pjsua2 documents (``delete this`` in ``onCallState``). Never
+  keep one past that turn: ``pj::Call::~Call`` clears the user data of, and hangs up, whatever
+  call then holds its slot id, and pjsua reuses a slot within the same ``libHandleEvents`` when
+  a BYE and the next INVITE arrive together (seen under load: the next caller got a BYE and its
+  recording was never finished). :meth:`Agent._drop_call` is the one place a call is let go.
 * The SWIG bindings release the GIL inside C calls (``libHandleEvents`` included), so the media
   thread's Python callbacks are not blocked by the owner's loop.
 
@@ -416,8 +423,8 @@ class Agent:
         self._cmds: "queue.SimpleQueue[tuple[Callable, tuple]]" = queue.SimpleQueue()
         self._owner: int | None = None
         self._calls: dict[int, CallCtx] = {}  # pjsua call id -> ctx (calls not yet disconnected)
-        self._graveyard: list = []  # pjsua2 objects to delete on the next loop turn
         self._finishing = 0  # recordings handed to the writer, completion not yet emitted
+        self._next_sweep = 0.0
         self.ep: pj.Endpoint | None = None
         self.acc: _Account | None = None
         self.writer = RecordingWriter()
@@ -485,7 +492,6 @@ class Agent:
             except Exception:
                 log.exception("posted command failed")
         self._tick()
-        self._graveyard.clear()
 
     def _start_endpoint(self) -> None:
         self._own()
@@ -559,7 +565,6 @@ class Agent:
             except queue.Empty:
                 break
             fn(*args)
-        self._graveyard.clear()
         self._calls.clear()
         self.prompts = None
         gc.collect()  # pjsua2 objects must all be gone before libDestroy()
@@ -594,7 +599,8 @@ class Agent:
                 call.hangup(op)
             except pj.Error as e:
                 log.warning("reject failed: %s", e.info())
-            self._graveyard.append(call)
+            self._drop_call(call)
+            del call  # freed here, while the slot is still this INVITE's
             self._emit(CallRejected(sip_call_id, d.code, d.reason, self.cfg.worker_id, utcnow()))
             return
         now = time.monotonic()
@@ -670,10 +676,39 @@ class Agent:
             return
         try:
             ci = call.getInfo()
-        except pj.Error:
+        except pj.Error as e:
+            # No info for this call any more: if pjsua no longer has it, it is over.
+            if not self._is_active(call):
+                log.warning("call %s: gone (%s)", ctx.call_uuid, e.info())
+                self._end_call(ctx, 0, "call lost")
             return
         if ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._end_call(ctx, ci.lastStatusCode, ci.lastReason)
+
+    def _drop_call(self, call: _Call | None) -> None:
+        """Let a call object go: unlink it from its context so no reference cycle keeps it alive;
+        the caller drops its own reference, and CPython frees it as the current callback returns
+        (see the module docstring: never later than this turn)."""
+        self._own()
+        if call is not None:
+            call.ctx = None
+            call.leg = None
+
+    @staticmethod
+    def _is_active(call: _Call) -> bool:
+        try:
+            return bool(call.isActive())
+        except pj.Error:
+            return False
+
+    def _sweep_lost_calls(self) -> None:
+        """A call pjsua no longer has, but whose disconnect never reached us, still ends here and
+        its recording is finished (once a second; normally finds nothing)."""
+        self._own()
+        for ctx in list(self._calls.values()):
+            if ctx.state != "ended" and ctx.call is not None and not self._is_active(ctx.call):
+                log.warning("call %s: gone without a disconnect event; ending it", ctx.call_uuid)
+                self._end_call(ctx, 0, "call lost")
 
     def _on_media_state(self, call: _Call) -> None:
         self._own()
@@ -750,6 +785,9 @@ class Agent:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self._sweep_lost_calls()
         if self._timers:
             due = [t for t in self._timers if t[0] <= now]
             self._timers = [t for t in self._timers if t[0] > now]
@@ -775,24 +813,12 @@ class Agent:
             return
         was_answered = ctx.state == "answered"
         ctx.state = "ended"
-        now = time.monotonic()
-        if ctx.flow is not None:
-            reached = ctx.flow.reached_reporting_state
-            ctx.flow.on_hangup(now)
-        else:
-            reached = False
-        self._stop_player(ctx)
-        for leg in list(self._legs.values()):  # the flow already ended them; make sure
-            if leg.ctx is ctx and not leg.cancelled:
-                self._cancel_leg(leg.leg_id, "ended" if leg.answered_mono is not None else "abandoned")
-        self._stop_voicemail(ctx, "hangup")
-        ctx.bridged_leg = None
-        ctx.audio = None
-        ports, ctx.ports = ctx.ports, []
-        del ports  # the ports leave the bridge now: no frame arrives after this point
-        if ctx.live is not None:
-            ctx.live.stop()  # its thread feeds what is left and closes the transcriber
-            ctx.live = None
+        reached = ctx.flow.reached_reporting_state if ctx.flow is not None else False
+        try:
+            self._release_call(ctx)
+        except Exception:
+            # Whatever failed, the call is over: its recording is still finished below.
+            log.exception("call %s: releasing the call failed", ctx.call_uuid)
         if ctx.local_hangup:
             by = "system" if ctx.local_hangup in ("shutdown", "recording_unavailable") else "hotline"
             status = "ended"
@@ -808,9 +834,9 @@ class Agent:
         for k, v in list(self._calls.items()):
             if v is ctx:
                 del self._calls[k]
-        self._graveyard.append(ctx.call)
-        ctx.call.ctx = None
-        ctx.call = None  # no reference may outlive libDestroy()
+        call, ctx.call = ctx.call, None
+        self._drop_call(call)
+        del call
         if ctx.recorder is not None:
             self._finishing += 1
             rec = ctx.recorder
@@ -819,6 +845,24 @@ class Agent:
                                lambda res, err, c=ctx, r=rec: self.post(self._recording_done, c, r, res, err))
         else:
             remove_call_marker(self.spool_dir, ctx.call_uuid)
+
+    def _release_call(self, ctx: CallCtx) -> None:
+        """Stop what a call holds: flow, prompt, operator legs, voicemail, recording ports, live ASR."""
+        self._own()
+        if ctx.flow is not None:
+            ctx.flow.on_hangup(time.monotonic())
+        self._stop_player(ctx)
+        for leg in list(self._legs.values()):  # the flow already ended them; make sure
+            if leg.ctx is ctx and not leg.cancelled:
+                self._cancel_leg(leg.leg_id, "ended" if leg.answered_mono is not None else "abandoned")
+        self._stop_voicemail(ctx, "hangup")
+        ctx.bridged_leg = None
+        ctx.audio = None
+        ports, ctx.ports = ctx.ports, []
+        del ports  # the ports leave the bridge now: no frame arrives after this point
+        if ctx.live is not None:
+            live, ctx.live = ctx.live, None
+            live.stop()  # its thread feeds what is left and closes the transcriber
 
     def _recording_done(self, ctx: CallCtx, rec: SpoolRecorder, res: RecordingResult | None, err: str) -> None:
         self._finishing -= 1
@@ -896,8 +940,8 @@ class Agent:
             except pj.Error as e:
                 log.warning("call %s: operator %s contact #%d cannot be called (%s): skipped",
                             ctx.call_uuid, leg.operator_id, leg.tried, e.info().splitlines()[0][:200])
-                call.leg = None
-                self._graveyard.append(call)
+                self._drop_call(call)
+                del call
                 continue
             leg.call = call
             leg.state = "calling"
@@ -972,9 +1016,9 @@ class Agent:
             return
         ctx = leg.ctx
         if leg.call is not None:
-            leg.call.leg = None
-            self._graveyard.append(leg.call)
-            leg.call = None
+            call, leg.call = leg.call, None
+            self._drop_call(call)
+            del call
         leg.player = None
         leg.audio = None
         if ctx.bridged_leg is leg:

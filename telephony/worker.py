@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import faulthandler
 import signal
 import sys
 import threading
@@ -47,6 +48,10 @@ def run_worker(cfg: WorkerConfig, sink: EventSink, stop_event: threading.Event |
     channel (LiveTranscript events); it is called on a helper thread per call."""
     from telephony.agent import Agent
 
+    if hasattr(signal, "SIGUSR1"):
+        # `kill -USR1 <pid>` writes every thread's stack to stderr (the worker's log), even when
+        # the owner thread is stuck inside pjsip: the first thing to look at for a hung worker.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     agent = Agent(cfg, sink, stop_event, router=router, hours=hours, clock=clock, live_transcriber=live_transcriber)
     if ready is not None:
         orig = agent.ready

@@ -89,8 +89,13 @@ class WorkerProc:
         return [e for e in evs if kind is None or e["type"] == kind]
 
     def wait_events(self, kind: str, n: int = 1, timeout: float = 20) -> list[dict]:
-        return wait_for(lambda: (lambda evs: evs if len(evs) >= n else None)(self.events(kind)), timeout,
-                        what=f"{n} {kind} event(s)")
+        try:
+            return wait_for(lambda: (lambda evs: evs if len(evs) >= n else None)(self.events(kind)), timeout,
+                            what=f"{n} {kind} event(s)")
+        except AssertionError as e:  # say what the worker did instead: a CI failure must be readable
+            kinds = [ev["type"] for ev in self.events()]
+            raise AssertionError(f"{e}\nevents so far: {kinds}\nworker log (tail):\n"
+                                 f"{self.log_text()[-4000:]}") from None
 
     @property
     def recordings_dir(self) -> Path:

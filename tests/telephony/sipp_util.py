@@ -373,6 +373,11 @@ def stop_process(p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float 
     try:
         p.wait(timeout)
     except subprocess.TimeoutExpired:
+        try:  # a hung agent worker writes its threads' stacks to its log (faulthandler), then dies
+            p.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+        except ProcessLookupError:
+            pass
         p.kill()
         p.wait(5)
 
