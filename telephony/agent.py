@@ -9,20 +9,20 @@ Thread discipline (enforced by :meth:`Agent._own`, which every pjsua2-touching m
 * Other threads never touch pjsua2. They talk to the owner through :meth:`Agent.post` (a
   thread-safe queue the loop drains each turn) or by setting the stop event. A pjsua2 callback
   that arrives on another thread anyway is re-posted to the owner with plain values.
-* Exception: :meth:`_RecPort.onFrameReceived` runs on pjmedia's clock thread (the null sound
+* Exception: :meth:`_SinkPort.onFrameReceived` runs on pjmedia's clock thread (the null sound
   device's master clock that drives the conference bridge; checked on this build). It only reads
-  the frame it is given and appends its bytes to a deque (:class:`telephony.media.StereoMixer`):
-  no other pjsua2 object, no lock, no I/O. The :class:`telephony.media.RecordingWriter` thread
-  writes to disk, so the media clock never waits for the disk.
-  :class:`_TapPort` (the caller's audio for voice-activity detection while a voicemail is
-  recorded) follows the same rule: it appends bytes to a deque that the owner drains each turn.
+  the frame it is given and hands its bytes to the port's ``sink``, which appends them to a deque
+  (:class:`telephony.media.StereoMixer`; the voice-activity tap while a voicemail is recorded,
+  which the owner drains each turn): no other pjsua2 object, no lock, no I/O. The
+  :class:`telephony.media.RecordingWriter` thread writes to disk, so the media clock never waits
+  for the disk. Sink ports are reused, never destroyed while the worker runs (:class:`_PortPool`).
 * Routing (with a Router/OpenHours, see telephony.routing): the open-hours decision, operator
   claims/releases (database calls in the composition root) and DNS lookups of operator URIs run on
   :class:`telephony.routing.RoutingClient` helper threads, never on the owner. Their results come
   back through :meth:`Agent.post` and reach the call flow as signals; the owner loop never waits
   for them (the caller hears hold audio meanwhile).
 * Live transcript (with a ``live_transcriber`` factory, see telephony.events.LiveTranscriberFactory):
-  the caller's channel-0 :class:`_RecPort` also appends each frame's bytes (the same object the
+  the caller's channel-0 sink port also appends each frame's bytes (the same object the
   mixer gets) to a bounded deque of a :class:`_LiveFeed`. One helper thread per call creates the
   transcriber (the factory may wait for a model), moves the frames to ``feed`` and, after the
   hang-up, calls ``close``. Nothing of the transcriber runs on the media clock thread or on the
@@ -41,7 +41,7 @@ Thread discipline (enforced by :meth:`Agent._own`, which every pjsua2-touching m
   thread's Python callbacks are not blocked by the owner's loop.
 
 Media: the conference bridge runs at ``clock_rate`` (16 kHz), mono, 20 ms frames. Per call, two
-:class:`_RecPort` sink ports: the caller's call media feeds port 0; the prompt player and the
+:class:`_SinkPort` sink ports: the caller's call media feeds port 0; the prompt player and the
 operator leg (once bridged) feed port 1, and, in parallel, the caller. The two ports' frames are
 interleaved into the stereo recording, which therefore runs unchanged across queue, bridge and
 voicemail.
@@ -94,25 +94,100 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class _RecPort(pj.AudioMediaPort):
-    """A sink port of the bridge: each frame it receives goes to one channel of a mixer.
-    ``onFrameReceived`` runs on the media clock thread: it only copies bytes (see module doc)."""
+class _SinkPort(pj.AudioMediaPort):
+    """A sink port of the bridge whose frames go to ``sink`` (a callable taking the frame's
+    bytes, or None for a frame without audio). ``onFrameReceived`` runs on the media clock
+    thread: it only copies bytes (see module doc). Ports are reused across calls through
+    :class:`_PortPool` and never destroyed while the worker runs (see there)."""
 
-    def __init__(self, mixer: StereoMixer, channel: int, live: "_LiveFeed | None" = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.mixer = mixer
-        self.channel = channel
-        self.live = live  # the caller's channel only: frames for the live transcriber too
+        self.sink: Callable[[bytes | None], None] | None = None
+        self.quiet = 0  # consecutive frames without audio: 0 while some source still transmits
 
     def onFrameReceived(self, frame) -> None:  # media clock thread
         try:
-            data = bytes(frame.buf) if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO else None
-            self.mixer.push(self.channel, data)  # the recording first, always
-            live = self.live
-            if live is not None:
-                live.push(data)
+            if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO:
+                self.quiet = 0
+                sink = self.sink
+                if sink is not None:
+                    sink(bytes(frame.buf))
+            else:
+                self.quiet += 1
+                sink = self.sink
+                if sink is not None:
+                    sink(None)
         except Exception:  # never raise into pjmedia
             pass
+
+
+def _channel_sink(mixer: StereoMixer, channel: int, live: "_LiveFeed | None") -> Callable[[bytes | None], None]:
+    """One channel of a recording (the recording first, always), and the live transcript."""
+    push = mixer.push
+    if live is None:
+        return lambda data: push(channel, data)
+
+    def sink(data: bytes | None) -> None:
+        push(channel, data)
+        live.push(data)
+
+    return sink
+
+
+class _PortPool:
+    """The agent's sink ports, reused from call to call (owner thread only).
+
+    Why never destroyed: the conference bridge of pjsip 2.15.1 removes ports asynchronously (at
+    its next clock tick), but ``pj::AudioMediaPort::~AudioMediaPort`` frees the port at once. A
+    port destroyed while the clock thread was delivering a frame to it crashed the worker (seen
+    under load, SIGSEGV in onFrameReceived; pjproject fixed this after 2.15.1, PR 4200). So a
+    port, once created, stays in the bridge for the worker's life.
+
+    A port given back is quarantined until it has received only empty frames for
+    ``quiet_frames`` ticks: no source is connected to it any more, so nothing of the previous
+    call can reach the next one. At shutdown the ports are handed to C++ (``__disown__``) and
+    left to the process's end, after ``libDestroy``."""
+
+    def __init__(self, fmt_factory: Callable[[], Any], quiet_frames: int = 10) -> None:
+        self._fmt = fmt_factory
+        self.quiet_frames = quiet_frames
+        self._free: list[_SinkPort] = []
+        self._quarantine: list[_SinkPort] = []
+        self.created = 0
+
+    def get(self, sink: Callable[[bytes | None], None]) -> _SinkPort:
+        self._promote()
+        if self._free:
+            port = self._free.pop()
+        else:
+            port = _SinkPort()
+            port.createPort(f"sink{self.created}", self._fmt())
+            self.created += 1
+        port.sink = sink
+        return port
+
+    def put(self, port: _SinkPort | None) -> None:
+        if port is None:
+            return
+        port.sink = None
+        port.quiet = 0
+        self._quarantine.append(port)
+
+    def _promote(self) -> None:
+        still = []
+        for port in self._quarantine:
+            (self._free if port.quiet >= self.quiet_frames else still).append(port)
+        self._quarantine = still
+
+    @property
+    def size(self) -> int:
+        return self.created
+
+    def close(self) -> None:
+        for port in self._free + self._quarantine:
+            port.sink = None
+            port.__disown__()  # C++ keeps it (and it, the Python object): never destroyed
+        self._free, self._quarantine = [], []
 
 
 class _LiveFeed:
@@ -231,23 +306,6 @@ class _LiveFeed:
                  self.errors)
 
 
-class _TapPort(pj.AudioMediaPort):
-    """A sink port copying the caller's frames into a deque for the owner's voice-activity
-    detection (media clock thread: bytes only, like :class:`_RecPort`)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from collections import deque
-
-        self.frames: deque = deque(maxlen=500)
-
-    def onFrameReceived(self, frame) -> None:  # media clock thread
-        try:
-            self.frames.append(bytes(frame.buf) if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO else None)
-        except Exception:
-            pass
-
-
 class _Account(pj.Account):
     def __init__(self, agent: "Agent") -> None:
         super().__init__()
@@ -303,7 +361,7 @@ class CallCtx:
     pending: int = 0  # events still to emit before the call marker can go
     bridged_leg: "OpLeg | None" = None
     vm: dict | None = None  # voicemail: start/end offsets and reasons
-    tap: Any = None  # _TapPort while a voicemail is recorded
+    tap: Any = None  # a _SinkPort (with .frames) while a voicemail is recorded
     vad: Any = None
     live: "_LiveFeed | None" = None  # the caller's frames for the live transcriber
 
@@ -428,10 +486,16 @@ class Agent:
         self.ep: pj.Endpoint | None = None
         self.acc: _Account | None = None
         self.writer = RecordingWriter()
+        self.ports = _PortPool(self._media_format)
         self.spool_dir = Path(cfg.spool_dir)
         self.recordings_dir = Path(cfg.recordings_dir)
         self.prompts: PromptSet | None = None
         self.ready = threading.Event()
+
+    def _media_format(self):
+        fmt = pj.MediaFormatAudio()
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, self.cfg.clock_rate, 1, FRAME_MS * 1000, 16)
+        return fmt
 
     # ------------------------------------------------------------------ thread discipline
     def _own(self) -> None:
@@ -567,7 +631,9 @@ class Agent:
             fn(*args)
         self._calls.clear()
         self.prompts = None
-        gc.collect()  # pjsua2 objects must all be gone before libDestroy()
+        log.info("worker %s: %d sink port(s) served its calls", self.cfg.worker_id, self.ports.size)
+        self.ports.close()  # sink ports outlive libDestroy() on purpose (see _PortPool)
+        gc.collect()  # every other pjsua2 object must be gone before libDestroy()
         if self.acc is not None:
             try:
                 self.acc.shutdown()
@@ -642,14 +708,8 @@ class Agent:
             ctx.call.hangup(op)
             return
         mixer = StereoMixer(spf)
-        fmt = pj.MediaFormatAudio()
-        fmt.init(pj.PJMEDIA_FORMAT_PCM, rate, 1, FRAME_MS * 1000, 16)
         live = self._start_live(ctx, rate, spf)
-        ports = []
-        for ch in (0, 1):
-            p = _RecPort(mixer, ch, live if ch == 0 else None)
-            p.createPort(f"rec{ch}-{rec_id[:8]}", fmt)
-            ports.append(p)
+        ports = [self.ports.get(_channel_sink(mixer, ch, live if ch == 0 else None)) for ch in (0, 1)]
         ctx.mixer, ctx.recorder, ctx.ports = mixer, recorder, ports
         self.writer.add(recorder, mixer)
         op = pj.CallOpParam()
@@ -859,7 +919,8 @@ class Agent:
         ctx.bridged_leg = None
         ctx.audio = None
         ports, ctx.ports = ctx.ports, []
-        del ports  # the ports leave the bridge now: no frame arrives after this point
+        for port in ports:
+            self.ports.put(port)  # no frame reaches this recording after this point
         if ctx.live is not None:
             live, ctx.live = ctx.live, None
             live.stop()  # its thread feeds what is left and closes the transcriber
@@ -1140,10 +1201,9 @@ class Agent:
                 log.warning("call %s: cannot update recording sidecar: %s", ctx.call_uuid, e)
         cfg = self.cfg
         ctx.vad = VoiceActivity(make_vad(cfg.vad, cfg.clock_rate, cfg.vad_aggressiveness, cfg.vad_energy_dbfs))
-        fmt = pj.MediaFormatAudio()
-        fmt.init(pj.PJMEDIA_FORMAT_PCM, cfg.clock_rate, 1, FRAME_MS * 1000, 16)
-        tap = _TapPort()
-        tap.createPort(f"vad-{ctx.call_uuid[:8]}", fmt)
+        frames: deque = deque(maxlen=500)
+        tap = self.ports.get(frames.append)
+        tap.frames = frames  # drained by the owner (_feed_vad)
         ctx.tap = tap
         if ctx.audio is not None:
             ctx.audio.startTransmit(tap)
@@ -1157,7 +1217,9 @@ class Agent:
         ctx.vm["end_s"] = self._offset(ctx)
         ctx.vm["end_reason"] = reason
         tap, ctx.tap = ctx.tap, None
-        del tap  # leaves the bridge
+        if tap is not None:
+            tap.frames = None
+            self.ports.put(tap)  # no frame reaches the VAD after this point
         ctx.vad = None
         self._emit(VoicemailEnded(ctx.call_uuid, utcnow(), ctx.vm["end_s"], reason))
         log.info("call %s: voicemail ended (%s, %.1f s)", ctx.call_uuid, reason, ctx.vm["end_s"] - ctx.vm["start_s"])

@@ -48,6 +48,7 @@ def run_worker(cfg: WorkerConfig, sink: EventSink, stop_event: threading.Event |
     channel (LiveTranscript events); it is called on a helper thread per call."""
     from telephony.agent import Agent
 
+    faulthandler.enable(all_threads=True)  # a crash inside pjsip leaves every thread's stack in the log
     if hasattr(signal, "SIGUSR1"):
         # `kill -USR1 <pid>` writes every thread's stack to stderr (the worker's log), even when
         # the owner thread is stuck inside pjsip: the first thing to look at for a hung worker.
