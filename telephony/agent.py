@@ -94,6 +94,37 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _make_frame_reader() -> Callable[[Any], bytes]:
+    """``frame.buf`` (a SWIG ``std::vector<unsigned char>``) as bytes.
+
+    ``bytes(frame.buf)`` walks the vector through SWIG's iterator, one Python call per byte: about
+    230 us for a 20 ms frame at 16 kHz, i.e. 2-3 % of a core per call for two channels. The fast
+    path reads the vector's begin/end pointers (libstdc++'s layout) and copies the bytes in one
+    ``ctypes.string_at``: about 1.5 us. It is checked against ``bytes()`` on probe vectors at
+    import; on any mismatch the slow, always-correct path is used."""
+    import ctypes
+
+    pair = ctypes.c_void_p * 2
+
+    def fast(vec) -> bytes:
+        begin, end = pair.from_address(int(vec.this))
+        if not begin or end is None or end <= begin:
+            return b""
+        return ctypes.string_at(begin, end - begin)
+
+    try:
+        probes = [pj.ByteVector(), pj.ByteVector([7]), pj.ByteVector([(i * 37) % 256 for i in range(640)])]
+        if all(fast(v) == bytes(v) for v in probes):
+            return fast
+    except Exception:  # an unexpected binding: keep the slow path
+        pass
+    log.warning("pjsua2 frame buffers: fast copy unavailable, using bytes()")
+    return bytes
+
+
+_frame_bytes = _make_frame_reader()
+
+
 class _SinkPort(pj.AudioMediaPort):
     """A sink port of the bridge whose frames go to ``sink`` (a callable taking the frame's
     bytes, or None for a frame without audio). ``onFrameReceived`` runs on the media clock
@@ -111,7 +142,7 @@ class _SinkPort(pj.AudioMediaPort):
                 self.quiet = 0
                 sink = self.sink
                 if sink is not None:
-                    sink(bytes(frame.buf))
+                    sink(_frame_bytes(frame.buf))
             else:
                 self.quiet += 1
                 sink = self.sink
