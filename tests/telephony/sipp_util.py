@@ -156,17 +156,22 @@ def _invite(dialled: str, codecs: list[str], headers: dict[str, str] | None) -> 
     return _INVITE.format(dialled=dialled, fmts=fmts, rtpmaps=rtpmaps, extra=extra)
 
 
+def _answered(name: str, dialled: str, codecs: list[str] | None = None, headers: dict | None = None) -> str:
+    """Scenario head: INVITE, the hotline's 100/180/200, our ACK (the call is up)."""
+    x = _HEAD.format(name=name) + _invite(dialled, codecs or ["PCMU", "telephone-event"], headers)
+    x += """  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rtd="true" crlf="true" rrs="true"/>
+"""
+    return x + _ACK2XX.format(dialled=dialled)
+
+
 def call_scenario(audio: Path | None = None, hold_ms: int = 5000, dialled: str = "12388",
                   codecs: tuple[str, ...] = ("PCMU", "telephone-event"), headers: dict | None = None,
                   info_dtmf: str = "", info_after_ms: int = 1000, info_gap_ms: int = 300) -> str:
     """Answered call: optional RTP stream of ``audio`` (8 kHz mu-law WAV, PT 0), optional SIP INFO
     DTMF digits, then BYE after ``hold_ms`` (counted from the ACK)."""
-    x = _HEAD.format(name="hotline caller") + _invite(dialled, list(codecs), headers)
-    x += """  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rtd="true" crlf="true" rrs="true"/>
-"""
-    x += _ACK2XX.format(dialled=dialled)
+    x = _answered("hotline caller", dialled, list(codecs), headers)
     if audio is not None:
         x += f'  <nop><action><exec rtp_stream="{audio},1,0"/></action></nop>\n'
     used = 0
@@ -186,12 +191,7 @@ def call_scenario(audio: Path | None = None, hold_ms: int = 5000, dialled: str =
 
 def hung_up_by_hotline_scenario(audio: Path, dialled: str = "12388", wait_bye_ms: int = 40000) -> str:
     """Answered call streaming ``audio`` that waits for the hotline's BYE and answers it 200."""
-    x = _HEAD.format(name="caller outlasting the limit") + _invite(dialled, ["PCMU", "telephone-event"], None)
-    x += """  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rtd="true" crlf="true" rrs="true"/>
-"""
-    x += _ACK2XX.format(dialled=dialled)
+    x = _answered("caller outlasting the limit", dialled)
     x += f'  <nop><action><exec rtp_stream="{audio},-1,0"/></action></nop>\n'
     x += f'  <recv request="BYE" timeout="{wait_bye_ms}"/>\n'
     return x + ANSWER_BYE + "</scenario>\n"
@@ -445,12 +445,7 @@ def hold_scenario(audio: Path, hold_at_ms: int = 1500, hold_for_ms: int = 1500, 
                   dialled: str = "12388") -> str:
     """Answered call streaming ``audio``; the caller puts the call on hold (re-INVITE sendonly),
     resumes (re-INVITE sendrecv), and hangs up at ``total_ms`` after the ACK."""
-    x = _HEAD.format(name="hold and resume") + _invite(dialled, ["PCMU", "telephone-event"], None)
-    x += """  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="200" rtd="true" crlf="true" rrs="true"/>
-"""
-    x += _ACK2XX.format(dialled=dialled)
+    x = _answered("hold and resume", dialled)
     x += f'  <nop><action><exec rtp_stream="{audio},1,0"/></action></nop>\n'
     x += f'  <pause milliseconds="{hold_at_ms}"/>\n'
     x += _REINVITE.format(dialled=dialled, cseq=2, version=2353687638, direction="sendonly")
