@@ -14,11 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
-from hotline_api.db import crypto_types
 from hotline_api.models.callbacks import CallbackTask
 from hotline_api.models.calls import Call
 from hotline_api.models.governance import User
-from hotline_api.services import access, audit, auth, callbacks, review, storage
+from hotline_api.services import access, audit, auth, callbacks, review
 from hotline_api.services.call_store import CallStore
 from telephony import events as ev
 
@@ -34,13 +33,6 @@ BRIDGED_FLOW = ("notice", "route", "queue", "connecting", "bridged", "operator_l
 USERS = [("op1", "operator", "A", ("identity",)), ("op2", "operator", "B", ()), ("mgrA", "recording_manager", "A", ()),
          ("mgrB", "recording_manager", "B", ()), ("supA", "supervisor", "A", ()), ("supB", "supervisor", "B", ()),
          ("supAll", "supervisor", None, ("identity",)), ("aud", "auditor", None, ()), ("adm", "admin", None, ())]
-
-
-@pytest.fixture
-def ctx(settings, db):
-    c = storage.open_crypto(settings, db)
-    yield c
-    crypto_types.set_field_cipher(None)
 
 
 @pytest.fixture

@@ -132,13 +132,6 @@ def _run_property(settings, db, recs, cases, policy_nc):
         assert result.ok and result.count == audit_before + len(report.purged)
 
 
-@pytest.fixture
-def ctx(settings, db):
-    c = storage.open_crypto(settings, db)
-    yield c
-    crypto_types.set_field_cipher(None)
-
-
 def _make(db, settings, ctx, age_days, kind="call", no_content=False, case=None):
     at = datetime.now(timezone.utc) - timedelta(days=age_days)
     with db() as s:

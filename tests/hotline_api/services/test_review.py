@@ -11,18 +11,10 @@ import pytest
 from hotline_api.cli import main
 from hotline_api.models.governance import RecordingBlob, ReviewAlert
 from hotline_api.services import audit, auth, review, storage
-from hotline_api.db import crypto_types
 from tests.hotline_api.services.govtest_util import make_call
 
 SH = ZoneInfo("Asia/Shanghai")
 PW = "correct horse battery"
-
-
-@pytest.fixture
-def ctx(settings, db):
-    c = storage.open_crypto(settings, db)
-    yield c
-    crypto_types.set_field_cipher(None)
 
 
 @pytest.fixture

@@ -33,14 +33,6 @@ class T(_B):
     phone: Mapped[str | None] = mapped_column(EncryptedText("t.phone"))
 
 
-@pytest.fixture
-def ctx(settings, db):
-    c = storage.open_crypto(settings, db)
-    yield c
-    crypto_types.set_field_cipher(None)
-    crypto_types.clear_cache()
-
-
 def _ingest(db, settings, ctx, **kw):
     with db() as s:
         ev, data = make_call(s, settings, **kw)
