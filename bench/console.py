@@ -146,7 +146,7 @@ def main() -> int:
 
     from fastapi.testclient import TestClient
 
-    from hotline_api.api.main import create_app
+    from hotline_api.app import create_app
     from hotline_api.core import config
     from hotline_api.db import migrate
 

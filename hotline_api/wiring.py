@@ -3,8 +3,9 @@ database, the API and the scheduler.
 
 The chain of a call::
 
-    telephony worker --events--> CallStore (rows) --RecordingCompleted--> storage.on_recording_completed
-        (encrypt at rest, assign to the manager on duty, audit) --> transcription.enqueue (job)
+    telephony worker --events--> CallStore (rows; RecordingCompleted marks recordings.stage = completed)
+    pipeline part (services.pipeline, one process): completed --encrypt--> stored --assign to the
+        manager on duty--> assigned --transcription.enqueue--> queued      (each step durable, retried)
     ASR worker --TranscriptReady--> cases.on_transcript_completed (draft, duplicates, urgent alert)
 
 During the call, the caller's channel also goes to a live recognizer (:class:`LiveAsr`, one Vosk
@@ -54,38 +55,13 @@ def open_runtime(settings: Settings):
 
 
 # ------------------------------------------------------------------------------ recording chain
-def recording_pipeline(factory: sessionmaker[Session], ctx, settings: Settings) -> Callable:
-    """The CallStore completion hook: encrypted ingest + review assignment, then transcription."""
-    from hotline_api.services import storage, transcription
-    from hotline_api.services.calendar import WorkCalendar
-
-    def on_completed(event) -> None:
-        if event.status == "failed":
-            log.error("recording %s failed in the agent; kept for inspection", event.recording_id)
-            return
-        with factory() as s:
-            calendar = WorkCalendar.from_db(s)
-        storage.on_recording_completed(factory, ctx, event, calendar=calendar.is_workday)
-        if event.status == "empty" or event.duration <= 0:
-            return
-        with factory() as s:
-            transcription.enqueue(s, event.recording_id, settings)
-            s.commit()
-
-    on_completed.__name__ = "recording_pipeline"
-    return on_completed
-
-
-def build_call_store(settings: Settings, factory: sessionmaker[Session], ctx):
+def build_call_store(settings: Settings, factory: sessionmaker[Session], ctx=None):
     from hotline_api.core.secrets import caller_hash, caller_salt
-    from hotline_api.services import callbacks
     from hotline_api.services.call_store import CallStore
 
     salt = caller_salt(settings)
-    store = CallStore(factory, hash_caller=lambda number: caller_hash(number, salt))
-    store.add_completion_hook(recording_pipeline(factory, ctx, settings))
-    store.add_completion_hook(callbacks.completion_hook(factory, settings))  # "call me back" → a task
-    return store
+    # No completion hooks: a RecordingCompleted marks the row, and the pipeline part takes it on.
+    return CallStore(factory, hash_caller=lambda number: caller_hash(number, salt))
 
 
 def transcript_to_draft(factory: sessionmaker[Session], settings: Settings) -> Callable:
@@ -231,14 +207,15 @@ def live_transcriber_for(settings: Settings) -> LiveAsr | None:
 
 # ------------------------------------------------------------------------------------- parts
 def run_part(part: str, settings: Settings, stop: threading.Event) -> None:
-    runners = {"api": run_api, "sip": run_sip, "worker": run_asr_worker, "scheduler": run_scheduler}
+    runners = {"api": run_api, "sip": run_sip, "pipeline": run_pipeline, "worker": run_asr_worker,
+               "scheduler": run_scheduler}
     runners[part](settings, stop)
 
 
 def run_api(settings: Settings, stop: threading.Event) -> None:
     import uvicorn
 
-    from hotline_api.api.main import create_app
+    from hotline_api.app import create_app
 
     _factory, ctx = open_runtime(settings)
     app = create_app(settings)
@@ -286,6 +263,15 @@ def run_sip(settings: Settings, stop: threading.Event) -> None:
     from hotline_api.sip_pool import run_pool
 
     run_pool(settings, stop)
+
+
+def run_pipeline(settings: Settings, stop: threading.Event) -> None:
+    """The recording pipeline: stores, assigns and queues every finished recording (one process
+    writes these steps; several may run on several machines, claims keep them apart)."""
+    from hotline_api.services.pipeline import Pipeline
+
+    factory, ctx = open_runtime(settings)
+    Pipeline(settings, factory, ctx).run(stop)
 
 
 def run_asr_worker(settings: Settings, stop: threading.Event) -> None:

@@ -1,6 +1,7 @@
-"""FastAPI application factory. Route modules live in hotline_api/api/routes/; each defines
-``router`` (an APIRouter) and is included under /api unless it sets ``PREFIX``. Resources stay thin:
-a permission check plus one service call (wazo-calld style)."""
+"""FastAPI application factory of the JSON API. Route modules live in hotline_api/api/routes/; each
+defines ``router`` (an APIRouter) and is included under /api unless it sets ``PREFIX``. Resources
+stay thin: a permission check plus one service call (wazo-calld style). The service's whole app
+(API + web console) is ``hotline_api.app.create_app``."""
 from __future__ import annotations
 
 import importlib
@@ -13,7 +14,7 @@ from hotline_api.api import routes
 from hotline_api.core.config import Settings, get_settings, set_settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_api(settings: Settings | None = None) -> FastAPI:
     if settings is not None:
         set_settings(settings)
     settings = get_settings()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from hotline_api.core.config import get_settings
-from hotline_api.db import migrate
 
 
 def register(sub) -> None:
@@ -14,6 +13,8 @@ def register(sub) -> None:
 
 
 def _upgrade(args) -> int:
+    from hotline_api.db import migrate  # alembic only for this command (every `hotline` process builds the parser)
+
     settings = get_settings()
     settings.ensure_dirs()
     migrate.upgrade(settings.db_url)

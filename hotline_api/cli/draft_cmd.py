@@ -76,6 +76,7 @@ def _public(d: dict) -> dict:
 
 def _draft(args) -> int:
     from hotline_api.drafting import DraftInputError, load_transcript_file, make_draft
+    from hotline_api.services.calendar import compute_deadlines
 
     if args.file.endswith(".jsonl"):
         field = args.field or "asr_text"
@@ -94,7 +95,7 @@ def _draft(args) -> int:
             raise CliError(f"--received: not a date: {args.received}") from e
     try:
         text, turns = load_transcript_file(args.file)
-        d = make_draft(text=text, turns=turns, received=received)
+        d = make_draft(text=text, turns=turns, received=received, deadlines=compute_deadlines)
     except DraftInputError as e:
         raise CliError(str(e)) from e
     if args.json:

@@ -1,4 +1,4 @@
-"""`hotline serve [--only sip,api,worker,scheduler]`.
+"""`hotline serve [--only sip,api,pipeline,worker,scheduler]`.
 
 Without ``--only`` the command supervises one child process per part (``hotline serve --only X``),
 restarting a part that dies. With ``--only`` it runs the named parts in this process (one part) or
@@ -20,11 +20,11 @@ from hotline_api.cli import CliError
 from hotline_api.core.config import get_settings
 
 log = logging.getLogger("hotline.serve")
-PARTS = ("sip", "api", "worker", "scheduler")
+PARTS = ("sip", "api", "pipeline", "worker", "scheduler")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="run the service (SIP agent, API, ASR worker, scheduler)")
+    p = sub.add_parser("serve", help="run the service (SIP agent, API, recording pipeline, ASR worker, scheduler)")
     p.add_argument("--only", default="", help="comma-separated parts to run: " + ",".join(PARTS))
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     p.set_defaults(func=_serve)

@@ -89,6 +89,8 @@ class Settings:
     import_max_mb: float = 200  # largest audio file accepted by POST /api/recordings/import
     export_ttl_hours: float = 72  # an approved export bundle expires after this
     export_max_objects: int = 50
+    pipeline_stuck_minutes: float = 10  # a recording this long in an unfinished pipeline stage is "stuck"
+    pipeline_scan_seconds: float = 60  # how often recordings/incoming is searched for files nobody reported
     audit_anchor_file: str = ""  # audit chain anchors (default data_dir/audit/anchors.log); best on another volume
     # Logging
     log_level: str = "INFO"

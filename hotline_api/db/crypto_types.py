@@ -7,7 +7,8 @@ Use it for transcripts and identity fields::
 The context string is bound into each ciphertext, so a value copied into another column does not
 decrypt. The field key is a random key wrapped by the master key (``data_dir/keys/field.key``);
 ``hotline_api.services.storage.open_crypto`` loads it (and checks the master key) at service start;
-used before that, it is loaded lazily from the settings. Values written before a column switched to
+used before that, it is loaded lazily from the settings (``hotline_api.core.keys``: the database
+layer never imports a service). Values written before a column switched to
 encryption (plain text) are returned as they are; ``reencrypt_plain_values`` converts them.
 
 Encrypted columns cannot be searched or compared in SQL; keep a salted hash column beside when a
@@ -42,7 +43,7 @@ def get_field_cipher() -> FieldCipher:
     with _lock:
         c = _ciphers.get(cache_key)
         if c is None:
-            from hotline_api.services.storage import load_field_cipher
+            from hotline_api.core.keys import load_field_cipher
 
             c = load_field_cipher(settings)
             _ciphers[cache_key] = c

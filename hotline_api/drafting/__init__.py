@@ -1,7 +1,7 @@
 """Drafting: a transcript (speaker turns or plain/Vosk text) becomes a draft case.
 
 Public API:
-- ``make_draft(text=None, turns=None, received=None, calendar=None) -> dict`` with the CONTRACT
+- ``make_draft(text=None, turns=None, received=None, calendar=None, deadlines=None) -> dict`` with the CONTRACT
   draft keys plus ``evidence`` (field -> [[start, end], ...] into the input text; for turns the
   turn texts joined with ``\\n``), ``confidence``, ``routing``, ``urgent_kinds`` and, when
   ``received`` is given, ``deadlines``.

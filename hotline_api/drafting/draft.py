@@ -101,14 +101,16 @@ def draft_doc(doc: Doc) -> dict[str, Any]:
 
 
 def make_draft(text: str | None = None, turns: list[dict] | None = None, received: date | None = None,
-               calendar=None) -> dict[str, Any]:
-    """Draft a case from plain/ASR text or speaker turns. Raises DraftInputError on bad input."""
+               calendar=None, deadlines=None) -> dict[str, Any]:
+    """Draft a case from plain/ASR text or speaker turns. Raises DraftInputError on bad input.
+
+    With ``received`` and ``deadlines`` (``deadlines(received, real_name=, calendar=) -> dict``, the
+    service's ``calendar.compute_deadlines``: drafting stays below the services), the draft carries
+    its working-day deadlines."""
     doc = build_doc(text=text, turns=turns)
     out = draft_doc(doc)
     out["input"] = {"mode": doc.mode, "chars": len(doc.raw),
                     "text_basis": "turn texts joined with \\n" if doc.mode == "turns" else "input text"}
-    if received is not None:
-        from hotline_api.services.calendar import compute_deadlines
-
-        out["deadlines"] = compute_deadlines(received, real_name=out["real_name"], calendar=calendar)
+    if received is not None and deadlines is not None:
+        out["deadlines"] = deadlines(received, real_name=out["real_name"], calendar=calendar)
     return out

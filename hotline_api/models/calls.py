@@ -60,8 +60,21 @@ class Recording(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The durable completion chain (hotline_api.services.pipeline): recording → completed → stored
+    # → assigned → queued, or quarantined (a file that cannot be stored; ``stage_error`` says why)
+    # or failed (the agent could not record). Each step is taken from this state, retried with
+    # back-off (``stage_next_at``) and claimed under a lease (``claim_token``/``claim_until``).
+    stage: Mapped[str] = mapped_column(String(16), default="recording")
+    stage_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # when it entered the stage
+    stage_attempts: Mapped[int] = mapped_column(Integer, default=0)  # failed tries of the current step
+    stage_error: Mapped[str | None] = mapped_column(Text)
+    stage_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    claim_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     call: Mapped[Call | None] = relationship(back_populates="recordings")
+
+    __table_args__ = (Index("ix_recordings_stage", "stage", "stage_next_at"),)
 
 
 class DtmfEvent(Base):

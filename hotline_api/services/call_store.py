@@ -1,9 +1,12 @@
 """The database side of the SIP agent: an EventSink that turns telephony events into rows.
 
 ``publish`` is called on the agent's pjsua2 thread, so it only enqueues; a writer thread applies
-each event in its own transaction. Completion hooks (encrypted ingest, review assignment,
-transcription) run on the writer thread after the recording's row is committed, each with the
-``RecordingCompleted`` event; a failing hook is logged and does not stop the next one.
+each event in its own short transaction, retried (in order) while the database is locked or away.
+
+A ``RecordingCompleted`` marks the recording's row ``stage = completed`` in the same transaction:
+that row is what the durable recording pipeline (``hotline_api.services.pipeline``, another
+process) works from, so storing, review assignment and transcription never depend on one attempt
+inside a SIP worker. Completion hooks (tests) run after the commit; a failing hook is logged.
 
 Confidential fields (caller URI/number) are written to the DB only; log lines name the call by
 its random id.
@@ -136,6 +139,9 @@ class CallStore:
         rec.completed_at = e.at
         if e.kind == "voicemail" and rec.call is not None:
             rec.call.channel = "voicemail"
+        if rec.stage in (None, "recording"):  # never moves a recording back (a replayed event)
+            rec.stage = "failed" if e.status == "failed" else "completed"
+            rec.stage_at = e.at
         log.info("recording %s %s (%.1f s)", rec.id, e.status, e.duration)
 
     # -------------------------------------------- routing / attendant events (issue 3, owner: queue work)
@@ -218,6 +224,7 @@ class QueuedSink:
 
     def __init__(self, store: CallStore, name: str = "call-store"):
         self.store = store
+        self._closing = False
         self._q: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -225,23 +232,54 @@ class QueuedSink:
     def publish(self, event: ev.AgentEvent) -> None:
         self._q.put(event)
 
+    #: other errors (a bug, a constraint) are tried this many times before the event is dropped
+    MAX_OTHER_ATTEMPTS = 5
+    #: back-off between tries: this many seconds times the try number, at most 5 s
+    RETRY_STEP_S = 0.2
+
     def _run(self) -> None:
         while True:
             item = self._q.get()
             if item is _STOP:
                 return
-            for attempt in range(5):
-                try:
-                    self.store.apply(item)
-                    break
-                except LookupError as e:
-                    log.error("dropping %s: %s", type(item).__name__, e)
-                    break
-                except Exception:  # noqa: BLE001 - keep serving; the recording file stays on disk
-                    log.exception("could not store %s (attempt %d)", type(item).__name__, attempt + 1)
-                    threading.Event().wait(0.2 * (attempt + 1))
+            self._apply(item)
+
+    def _apply(self, item) -> None:
+        """Apply one event; while the database is locked or unreachable, keep trying (in order: the
+        next event may need this one's row), with back-off up to 5 s. Nothing is lost meanwhile: the
+        recording file is on disk and the pipeline's scan finds it even if this process dies."""
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.store.apply(item)
+                return
+            except LookupError as e:
+                log.error("dropping %s: %s", type(item).__name__, e)
+                return
+            except (OperationalError, TimeoutError) as e:  # locked, busy, connection lost
+                level = logging.WARNING if attempt in (1, 10) or attempt % 60 == 0 else logging.DEBUG
+                log.log(level, "database unavailable for %s (try %d): %s", type(item).__name__, attempt,
+                        str(e).splitlines()[0][:200])
+            except DBAPIError as e:
+                if not e.connection_invalidated and attempt >= self.MAX_OTHER_ATTEMPTS:
+                    log.error("dropping %s after %d tries: %s", type(item).__name__, attempt, e)
+                    return
+                log.warning("could not store %s (try %d): %s", type(item).__name__, attempt, e)
+            except Exception:  # noqa: BLE001 - keep serving; the recording file stays on disk
+                log.exception("could not store %s (try %d)", type(item).__name__, attempt)
+                if attempt >= self.MAX_OTHER_ATTEMPTS:
+                    return
+            if self._closing and attempt >= 3 * self.MAX_OTHER_ATTEMPTS:
+                log.error("stopping: %s not stored; the recording file stays on disk for the pipeline's scan",
+                          type(item).__name__)
+                return
+            threading.Event().wait(min(5.0, self.RETRY_STEP_S * attempt))
 
     def close(self, timeout: float = 30.0) -> None:
         """Apply everything queued so far, then stop the writer."""
+        self._closing = True
         self._q.put(_STOP)
         self._thread.join(timeout)

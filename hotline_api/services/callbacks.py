@@ -7,7 +7,7 @@ recorded in ``calls.flow_path``. This service turns every such ended call into o
   that has none (idempotent: ``call_id`` is unique). Due by the end of the next working day after
   the call (``review.compute_due`` over the project's working-day calendar, as review assignments).
   Run every minute by the scheduler (``ensure_tasks_job``) and, right after the call's recording
-  is stored, by the CallStore completion hook ``completion_hook``.
+  is queued, by the recording pipeline (``hotline_api.services.pipeline``).
 * ``record_attempt(session, task, user, outcome)``: ``reached`` -> done; ``wrong_number`` ->
   unreachable at once (a stranger is never called twice about a report); the 3rd ``no_answer``
   -> unreachable.
@@ -116,21 +116,6 @@ def ensure_tasks_job(factory: sessionmaker[Session], settings: Any = None, now: 
     if made:
         log.info("callback tasks: %d created", len(made))
     return len(made)
-
-
-def completion_hook(factory: sessionmaker[Session], settings: Any = None):
-    """A ``CallStore`` completion hook: the recording of a call is stored after its ``CallEnded``,
-    so the call's final ``flow_path`` is there; its task is made at once instead of within a
-    minute. (Calls without a recording are left to the scheduler job.)"""
-
-    def callback_tasks(event) -> None:
-        with factory() as s:
-            call = s.get(Call, event.call_uuid)
-            if call is None or call.ended_at is None or not requested_callback(call.flow_path):
-                return
-        ensure_tasks_job(factory, settings)
-
-    return callback_tasks
 
 
 # ------------------------------------------------------------------------------- visibility

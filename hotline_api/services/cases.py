@@ -50,7 +50,7 @@ from hotline_api.models.cases import (
     ReporterFeedback,
     UrgentAlert,
 )
-from hotline_api.services.calendar import DEFAULT_RULES, WorkCalendar
+from hotline_api.services.calendar import DEFAULT_RULES, WorkCalendar, compute_deadlines
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,8 @@ def create_draft(session: Session, *, text: str | None = None, turns: list[dict]
     started = started if started is not None else time.monotonic()
     received_at = received_at or utcnow()
     cal = WorkCalendar.from_db(session)
-    doc = make_draft(text=text, turns=turns, received=local_date(received_at, settings), calendar=cal)
+    doc = make_draft(text=text, turns=turns, received=local_date(received_at, settings), calendar=cal,
+                     deadlines=compute_deadlines)
     hashes: list[str] = []
     if caller_hash_value:
         hashes.append(caller_hash_value)

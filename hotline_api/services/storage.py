@@ -4,8 +4,8 @@
   checks it against the key check value stored in the database (a wrong key is refused before any
   data is read or written), finishes an interrupted key rotation, loads the field key.
 * ``ingest_recording``: a completed spool WAV -> encrypted file + wrapped data key row.
-* ``on_recording_completed``: the whole completion step (ingest, assignment to the manager on
-  duty, audit, commit, then removal of the plain file) for the agent's ``RecordingCompleted``.
+  (The durable completion chain, ingest then review assignment then transcription, is
+  ``hotline_api.services.pipeline``: storage never imports review.)
 * ``open_reader`` / ``stream_range``: decrypting byte-range reads for the audio endpoint.
 * ``verify_integrity``: full decrypt + sha256 check ("stored" confirmation).
 * ``rotate_master_key``: re-wraps every data key and the field key; crash-safe.
@@ -27,17 +27,15 @@ from hotline_api.db import crypto_types
 from hotline_api.models.calls import Recording
 from hotline_api.models.governance import CryptoState, RecordingBlob
 from recordings import crypto
-from recordings.keys import (
-    BadMasterKey,
-    EnvKeyProvider,
-    FieldCipher,
-    FileKeyProvider,
-    KeyProvider,
-    MasterKey,
-    MasterKeyMissing,
-    WrappedKeyFile,
-    WrongMasterKey,
+from hotline_api.core.keys import (  # noqa: F401 - re-exported: key loading lives below the services
+    CryptoStartupError,
+    _load_master,
+    _recover_field_key,
+    field_key_file,
+    key_provider,
+    load_field_cipher,
 )
+from recordings.keys import FieldCipher, FileKeyProvider, MasterKey
 from recordings.ranges import RangeError, parse_range  # noqa: F401 - re-exported for the API
 from recordings.store import BadRecordingId, EncryptedStore, check_recording_id, wav_layout
 
@@ -56,23 +54,13 @@ class RecordingPurged(RecordingNotFound):
     """Purged by retention (data key destroyed): the API answers 404 (or 410 to privileged roles)."""
 
 
-class CryptoStartupError(StorageError):
-    """The master key cannot be used; nothing was read or changed."""
-
-
 IntegrityError = crypto.IntegrityError
 TamperedError = crypto.TamperedError
 
 
 # --------------------------------------------------------------------------------------- keys
-def key_provider(settings: Settings) -> KeyProvider:
-    if settings.master_key:
-        return EnvKeyProvider(settings.master_key)
-    return FileKeyProvider(settings.keys_dir / "master.key")
 
 
-def field_key_file(settings: Settings) -> WrappedKeyFile:
-    return WrappedKeyFile(settings.keys_dir / "field.key")
 
 
 @dataclass
@@ -118,52 +106,10 @@ def init_keys(settings: Settings, factory: sessionmaker) -> tuple[MasterKey, boo
     return ctx.master, created
 
 
-def _load_master(settings: Settings, create: bool, db_kcv: str | None) -> MasterKey:
-    provider = key_provider(settings)
-    try:
-        return provider.load()
-    except MasterKeyMissing:
-        if create and db_kcv is None and isinstance(provider, FileKeyProvider) and not field_key_file(settings).path.exists():
-            settings.ensure_dirs()
-            try:
-                return provider.create()
-            except FileExistsError:
-                return provider.load()
-        raise CryptoStartupError(f"master key not found: {provider.describe()} (run `hotline keys init`)") from None
-    except BadMasterKey as e:
-        raise CryptoStartupError(str(e)) from None
 
 
-def _recover_field_key(settings: Settings, master: MasterKey) -> FieldCipher:
-    fk = field_key_file(settings)
-    if fk.pending_path.exists():
-        try:
-            fk.load(master, fk.pending_path)
-            pending_ok = True
-        except (WrongMasterKey, BadMasterKey):
-            pending_ok = False
-        main_ok = False
-        if fk.path.exists():
-            try:
-                fk.load(master)
-                main_ok = True
-            except (WrongMasterKey, BadMasterKey):
-                main_ok = False
-        if pending_ok and not main_ok:
-            log.warning("completing an interrupted key rotation: switching to the new field key file")
-            fk.commit_pending()
-        else:
-            fk.pending_path.unlink(missing_ok=True)
-    try:
-        return FieldCipher(fk.load_or_create(master))
-    except WrongMasterKey as e:
-        raise CryptoStartupError(f"field key: {e}") from None
 
 
-def load_field_cipher(settings: Settings) -> FieldCipher:
-    """The field cipher without a database check (lazy use by ``EncryptedText``)."""
-    master = _load_master(settings, create=True, db_kcv=None)
-    return _recover_field_key(settings, master)
 
 
 def open_crypto(settings: Settings, factory: sessionmaker, create: bool = True) -> CryptoContext:
@@ -211,15 +157,25 @@ class IngestResult:
     created: bool  # False: already stored before (idempotent replay)
 
 
-def ingest_recording(session: Session, ctx: CryptoContext, recording_id: str, src_path: str | Path,
-                     expected_sha256: str | None = None, now: datetime | None = None) -> IngestResult:
-    """Encrypt ``src_path`` into the store and add the blob row (flushed, not committed). The source
-    file is left in place: remove it only after the commit (``on_recording_completed`` does)."""
+@dataclass(frozen=True)
+class EncryptedFile:
+    """A recording encrypted into the store, not yet registered (``register_blob``)."""
+
+    recording_id: str
+    rel_path: str
+    sha256: str
+    plain_size: int
+    data_offset: int
+    data_size: int
+    wrapped_key: bytes
+
+
+def encrypt_into_store(ctx: CryptoContext, recording_id: str, src_path: str | Path,
+                       expected_sha256: str | None = None) -> EncryptedFile:
+    """Encrypt ``src_path`` under a new data key into the store (atomic write). No database access,
+    so no transaction is held while the file is encrypted. Raises ``IntegrityError`` when the file is
+    not the one recorded at completion (``expected_sha256``), ``StorageError`` when it is missing."""
     rid = check_recording_id(recording_id)
-    existing = session.get(RecordingBlob, rid)
-    if existing is not None:
-        return IngestResult(rid, existing.rel_path, existing.sha256, existing.plain_size, existing.data_offset,
-                            existing.data_size, False)
     src = Path(src_path)
     if not src.is_file():
         raise StorageError(f"recording {rid}: source file not found")
@@ -231,55 +187,40 @@ def ingest_recording(session: Session, ctx: CryptoContext, recording_id: str, sr
     with open(src, "rb") as f:
         head = f.read(64 * 1024)
     layout = wav_layout(head, result.plain_len)
-    rel = ctx.store.rel_path(rid)
+    return EncryptedFile(rid, ctx.store.rel_path(rid), result.sha256, result.plain_len, layout.data_offset,
+                         layout.data_size, ctx.master.wrap(dek))
+
+
+def register_blob(session: Session, ctx: CryptoContext, enc: EncryptedFile, now: datetime | None = None) -> RecordingBlob:
+    """Add the blob row of an encrypted file and point the recording at it (flushed, not committed)."""
     blob = RecordingBlob(
-        recording_id=rid, rel_path=rel, wrapped_key=ctx.master.wrap(dek), master_kcv=ctx.master.kcv,
-        chunk_size=ctx.store.chunk_size, plain_size=result.plain_len, sha256=result.sha256,
-        data_offset=layout.data_offset, data_size=layout.data_size, stored_at=now or datetime.now(timezone.utc),
+        recording_id=enc.recording_id, rel_path=enc.rel_path, wrapped_key=enc.wrapped_key, master_kcv=ctx.master.kcv,
+        chunk_size=ctx.store.chunk_size, plain_size=enc.plain_size, sha256=enc.sha256,
+        data_offset=enc.data_offset, data_size=enc.data_size, stored_at=now or datetime.now(timezone.utc),
     )
     session.add(blob)
-    rec = session.get(Recording, rid)
+    rec = session.get(Recording, enc.recording_id)
     if rec is not None:
-        rec.path = str(Path(ctx.settings.recordings_dir.name) / rel)
-        rec.sha256 = result.sha256
-        rec.size_bytes = result.plain_len
+        rec.path = str(Path(ctx.settings.recordings_dir.name) / enc.rel_path)
+        rec.sha256 = enc.sha256
+        rec.size_bytes = enc.plain_size
     session.flush()
-    return IngestResult(rid, rel, result.sha256, result.plain_len, layout.data_offset, layout.data_size, True)
+    return blob
 
 
-def on_recording_completed(factory: sessionmaker, ctx: CryptoContext, event: Any, *,
-                           calendar: Callable | None = None, now: datetime | None = None) -> IngestResult | None:
-    """Handle a ``telephony.events.RecordingCompleted`` (or any object with ``recording_id``,
-    ``call_uuid``, ``path``, ``status``, ``kind``, ``sha256``, ``at``): encrypt, assign for review,
-    audit, commit; then delete the plain file. Safe to call again for the same recording."""
-    from hotline_api.services import audit, review
-
-    if getattr(event, "status", "") == "failed":
-        return None
-    completed_at = getattr(event, "at", None) or now or datetime.now(timezone.utc)
-    src = Path(event.path)
-    with factory() as s:
-        if s.get(RecordingBlob, event.recording_id) is None and not src.is_file():
-            raise StorageError(f"recording {event.recording_id}: completed file not found")
-        res = ingest_recording(s, ctx, event.recording_id, src, expected_sha256=getattr(event, "sha256", None) or None,
-                               now=now)
-        if res.created:
-            review.assign_at_completion(s, event.recording_id, call_id=getattr(event, "call_uuid", None),
-                                        kind=getattr(event, "kind", "call") or "call", completed_at=completed_at,
-                                        calendar=calendar, settings=ctx.settings)
-            audit.record(s, "recording.store", actor_name="system", object_type="recording",
-                         object_id=event.recording_id,
-                         detail={"sha256": res.sha256, "size": res.plain_size, "status": getattr(event, "status", None)})
-        try:
-            s.commit()
-        except Exception:
-            s.rollback()
-            if res.created:
-                ctx.store.delete(event.recording_id)
-            raise
-    if src.exists() and src.resolve() != ctx.store.path(event.recording_id).resolve():
-        src.unlink()
-    return res
+def ingest_recording(session: Session, ctx: CryptoContext, recording_id: str, src_path: str | Path,
+                     expected_sha256: str | None = None, now: datetime | None = None) -> IngestResult:
+    """Encrypt ``src_path`` into the store and add the blob row (flushed, not committed). The source
+    file is left in place: remove it only after the commit. For one-off imports; the call recordings'
+    chain (``hotline_api.services.pipeline``) encrypts outside any transaction."""
+    rid = check_recording_id(recording_id)
+    existing = session.get(RecordingBlob, rid)
+    if existing is not None:
+        return IngestResult(rid, existing.rel_path, existing.sha256, existing.plain_size, existing.data_offset,
+                            existing.data_size, False)
+    enc = encrypt_into_store(ctx, rid, src_path, expected_sha256)
+    register_blob(session, ctx, enc, now)
+    return IngestResult(rid, enc.rel_path, enc.sha256, enc.plain_size, enc.data_offset, enc.data_size, True)
 
 
 # --------------------------------------------------------------------------------------- read

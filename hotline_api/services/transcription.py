@@ -287,7 +287,7 @@ def enqueue_import(
             rec = Recording(
                 id=rec_id, kind=kind, status="complete" if info else "failed",
                 duration=info.duration if info else None, sample_rate=info.sample_rate if info else None,
-                channels=info.channels if info else None, error=error, created_at=now, completed_at=now,
+                channels=info.channels if info else None, error=error, created_at=now, completed_at=now, stage="queued", stage_at=now,
             )
             s.add(rec)
             s.flush()

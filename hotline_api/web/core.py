@@ -48,7 +48,7 @@ MENUS: dict[str, list[tuple[str, str, str]]] = {
     "auditor": [("audit", "审计日志", "/audit")],
     "admin": [("users", "用户与角色", "/admin/users"), ("calendar", "工作时间", "/admin/calendar"),
               ("retention", "保留策略", "/admin/retention"), ("prompts", "提示音", "/admin/prompts"),
-              ("asr", "识别模型", "/admin/asr")],
+              ("asr", "识别模型", "/admin/asr"), ("pipeline", "录音处理", "/admin/pipeline")],
 }
 
 SECURITY_HEADERS = {

@@ -315,4 +315,30 @@ def asr_page(request: Request, session: SessionDep, settings: SettingsDep, user:
     return render(request, "admin/asr.html", {"models": models, "installed": installed, "jobs": jobs}, active="asr")
 
 
+# ----------------------------------------------------------------------------- recording pipeline
+@router.get("/admin/pipeline")
+def pipeline_page(request: Request, session: SessionDep, settings: SettingsDep, user: AdminUser) -> Response:
+    """How many recordings are in each stage of the recording chain, the oldest in each, and the ones
+    stuck or quarantined (ids, ages and reasons only: no content, no caller)."""
+    from hotline_api.db.session import session_factory
+    from hotline_api.services import pipeline
+
+    st = pipeline.status(session_factory(settings.db_url), settings)
+    return render(request, "admin/pipeline.html", {"st": st, "order": pipeline.STAGES,
+                                                   "fmt_age": _fmt_age}, active="pipeline")
+
+
+def _fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = int(seconds)
+    if s < 60:
+        return f"{s} 秒"
+    if s < 3600:
+        return f"{s // 60} 分 {s % 60} 秒"
+    if s < 86400:
+        return f"{s // 3600} 小时 {s % 3600 // 60} 分"
+    return f"{s // 86400} 天 {s % 86400 // 3600} 小时"
+
+
 __all__ = ["router", "ROLE_LABELS"]

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.vosk, pytest.mark.slow]
 
 def test_import_transcribe_draft(settings, db, ko_model_dir, speech_dir):  # noqa: F811
     from hotline_api import wiring
-    from hotline_api.api.main import create_app
+    from hotline_api.app import create_app
     from hotline_api.models.asr import TranscriptionJob, Transcript
     from hotline_api.models.cases import Draft
     from hotline_api.models.calls import Recording

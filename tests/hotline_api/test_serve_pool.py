@@ -1,6 +1,7 @@
 """`hotline serve --only sip` in pool mode: kamailio on the public port, two `hotline sip-worker`
-processes with the database sink. A call is stored; a worker killed mid-call is restarted and its
-recording reaches the database as `recovered` (then encrypted and assigned like any other)."""
+processes with the database sink, and `hotline serve --only pipeline` beside it. A call is stored; a
+worker killed mid-call is restarted and its recording reaches the database as `recovered` (then
+encrypted and assigned by the pipeline like any other)."""
 from __future__ import annotations
 
 import os
@@ -13,40 +14,17 @@ import pytest
 
 from telephony.kamailio import find_blocks, parse_rpc_records
 from tests.telephony.conftest import caller_audio  # noqa: F401 - fixture
-from tests.telephony.sipp_util import (SIPP, call_scenario, free_port, hung_up_by_hotline_scenario, run_sipp, sipp_errors,
-                                      stop_process, wait_for)
+from tests.telephony.sipp_util import (SIPP, call_scenario, cmdline, descendants, free_port, hung_up_by_hotline_scenario,
+                                      ppid, run_sipp, sipp_errors, stop_process, wait_for)
 
 pytestmark = [pytest.mark.sip, pytest.mark.slow,
               pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) not installed")]
 
 
-def _ppid(pid: int) -> int | None:
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def _descendants(root: int) -> set[int]:
-    """Every live process below ``root`` (other runs' processes on this machine are not counted)."""
-    parent = {int(d): _ppid(int(d)) for d in os.listdir("/proc") if d.isdigit()}
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {p for p, pp in parent.items() if pp in frontier and p not in found}
-        found |= frontier
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
-    except OSError:
-        return ""
 
 
 def _worker_pids(parent: int) -> list[int]:
-    return [p for p in _descendants(parent) if "sip-worker" in _cmdline(p) and "--worker-id w" in _cmdline(p)]
+    return [p for p in descendants(parent) if "sip-worker" in cmdline(p) and "--worker-id w" in cmdline(p)]
 
 
 def _logs(tmp_path, settings) -> str:
@@ -78,6 +56,9 @@ def test_pool_mode_stores_calls_and_recovers_a_killed_worker(settings, db, calle
     env.update(HOTLINE_DATA_DIR=str(settings.data_dir), HOTLINE_SIP_PORT=str(port), HOTLINE_SIP_USE_KAMAILIO="1",
                HOTLINE_SIP_WORKERS="2", HOTLINE_SIP_WORKER_BASE_PORT=str(base))
     proc, log = _start_serve(env, tmp_path, settings)
+    plog = open(tmp_path / "pipeline.log", "ab")  # stores, assigns and queues what the pool records
+    pipe = subprocess.Popen([sys.executable, "-m", "hotline_api.cli", "serve", "--only", "pipeline"], env=env,
+                            stdout=plog, stderr=subprocess.STDOUT, start_new_session=True)
     kam: list[int] = []
     try:
         time.sleep(2)  # kamailio's first OPTIONS probes
@@ -133,24 +114,26 @@ def test_pool_mode_stores_calls_and_recovers_a_killed_worker(settings, db, calle
         # the supervisor itself is killed: its workers notice and stop on their own (no orphans),
         # and the next start stops the kamailio the dead supervisor left on the public port
         workers = _worker_pids(proc.pid)
-        kam = [p for p in _descendants(proc.pid) if "kamailio" in _cmdline(p).split(" ")[0]]
+        kam = [p for p in descendants(proc.pid) if "kamailio" in cmdline(p).split(" ")[0]]
         assert workers and kam
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and _ppid(p) not in (None, 0) and "sip-worker"
-                                 in _cmdline(p) for p in workers), 30, what="orphaned workers to stop")
+        wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and ppid(p) not in (None, 0) and "sip-worker"
+                                 in cmdline(p) for p in workers), 30, what="orphaned workers to stop")
         assert any(os.path.exists(f"/proc/{p}") for p in kam)  # still there: nobody stopped it yet
         log.close()
         proc, log = _start_serve(env, tmp_path, settings, "serve2.log")
         assert b"stale kamailio" in (tmp_path / "serve2.log").read_bytes()
-        wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and _cmdline(p) for p in kam), 10,
+        wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and cmdline(p) for p in kam), 10,
                  what="stale kamailio gone")
         time.sleep(2)
         r = run_sipp(call_scenario(stream, hold_ms=3000), f"127.0.0.1:{port}", tmp_path, "after")
         assert r.returncode == 0, sipp_errors(tmp_path, "after") + _logs(tmp_path, settings)
     finally:
         stop_process(proc, signal.SIGTERM, 40)
+        stop_process(pipe, signal.SIGTERM, 20)
         log.close()
+        plog.close()
         for p in kam:  # only if the test failed between the kill and the restart
-            if "kamailio" in _cmdline(p):
+            if "kamailio" in cmdline(p):
                 os.kill(p, signal.SIGKILL)

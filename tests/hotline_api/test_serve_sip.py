@@ -1,4 +1,4 @@
-"""`hotline serve --only sip` (single worker, database sink) against a real sipp caller: the call
+"""`hotline serve --only sip,pipeline` (single worker, database sink, the recording pipeline) against a real sipp caller: the call
 row, the encrypted recording, its review assignment and its transcription job."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def serve_sip(settings, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     env.update(HOTLINE_DATA_DIR=str(settings.data_dir), HOTLINE_SIP_PORT=str(port))
     log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "hotline_api.cli", "serve", "--only", "sip"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "hotline_api.cli", "serve", "--only", "sip,pipeline"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: proc.poll() is not None or b"listening" in (tmp_path / "serve.log").read_bytes(), 90,

@@ -454,3 +454,29 @@ def hold_scenario(audio: Path, hold_at_ms: int = 1500, hold_for_ms: int = 1500, 
     x += f'  <pause milliseconds="{max(0, total_ms - hold_at_ms - hold_for_ms)}"/>\n'
     x += _BYE.format(dialled=dialled, cseq=4)
     return x + "</scenario>\n"
+
+
+# ---------------------------------------------------------------------------------- process tree
+def ppid(pid: int) -> int | None:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (other runs' processes on this machine are not counted)."""
+    parent = {int(d): ppid(int(d)) for d in os.listdir("/proc") if d.isdigit()}
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier and p not in found}
+        found |= frontier
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+    except OSError:
+        return ""

@@ -395,7 +395,7 @@ def _ingest_import(settings, ctx, tmp: Path, suffix: str, user: User, ip: str | 
             try:
                 s.add(Recording(id=rid, call_id=None, kind="import", status="complete", duration=info.duration,
                                 sample_rate=info.sample_rate, channels=info.channels, created_at=now,
-                                completed_at=now))
+                                completed_at=now, stage="queued", stage_at=now))
                 s.flush()
                 res = storage.ingest_recording(s, ctx, rid, src, now=now)
                 review.assign_at_completion(s, rid, call_id=None, kind="import", completed_at=now, settings=settings)

@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 import hotline_api.models.asr  # noqa: F401 - registers the transcripts tables' ORM classes
 import hotline_api.models.cases  # noqa: F401
 import hotline_api.models.governance  # noqa: F401
-from hotline_api.api.main import create_app
+from hotline_api.app import create_app
 from hotline_api.db import crypto_types
 from hotline_api.models.calls import Call
-from hotline_api.services import auth, cases, review, storage, transcription
+from hotline_api.services import auth, cases, review, pipeline, storage, transcription
 from hotline_api.services.call_store import CallStore
 from telephony import events as ev
 from tests.hotline_api.services.govtest_util import wav_bytes
@@ -112,7 +112,7 @@ def seed_call(db, settings, ctx, store: CallStore, *, at: datetime, operator_id:
     with db() as s:
         s.get(Call, call_id).operator_id = operator_id
         s.commit()
-    storage.on_recording_completed(db, ctx, done, calendar=review.weekday_calendar)
+    pipeline.on_recording_completed(db, ctx, done, calendar=review.weekday_calendar)
     return call_id, rid, data
 
 

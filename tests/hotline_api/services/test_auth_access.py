@@ -2,7 +2,7 @@
 from datetime import datetime, timedelta, timezone
 
 from hotline_api.models.calls import Call
-from hotline_api.services import auth, review, storage
+from hotline_api.services import auth, review, pipeline, storage
 from hotline_api.db import crypto_types
 from tests.hotline_api.services.govtest_util import make_call
 
@@ -22,7 +22,7 @@ def test_content_access_matrix(settings, db):
         ev, _ = make_call(s, settings, at=t)
         s.get(Call, ev.call_uuid).operator_id = u["op1"].id
         s.commit()
-    storage.on_recording_completed(db, ctx, ev)
+    pipeline.on_recording_completed(db, ctx, ev)
     rid = ev.recording_id
     with db() as s:
         def ok(name, now=t + timedelta(hours=1)):

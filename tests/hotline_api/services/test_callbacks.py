@@ -113,15 +113,6 @@ def test_a_state_name_containing_callback_is_not_a_request(db, ctx):
     assert ensure(db, now) == [] and task_for(db, other) is None
 
 
-def test_completion_hook_makes_the_task_when_the_recording_is_stored(db, ctx, settings):
-    store = CallStore(db)
-    store.add_completion_hook(callbacks.completion_hook(db, settings))
-    cb, _ = make_call(db, CALLBACK_FLOW, end=datetime.now(timezone.utc), store=store)
-    vm, _ = make_call(db, VOICEMAIL_FLOW, end=datetime.now(timezone.utc), store=store)
-    assert task_for(db, cb) is not None  # no scheduler run needed
-    assert task_for(db, vm) is None
-
-
 def test_due_by_the_end_of_the_next_working_day(db, ctx):
     cases = [
         (datetime(2026, 3, 4, 10, 0, tzinfo=SH), datetime(2026, 3, 6, 0, 0, tzinfo=SH)),  # Wed -> end of Thu
@@ -281,7 +272,7 @@ def test_who_sees_which_tasks(db, ctx, users):
 
 
 def test_api_answers_404_to_roles_that_may_not_see(db, ctx, users, settings):
-    from hotline_api.api.main import create_app
+    from hotline_api.app import create_app
 
     now = datetime.now(timezone.utc)
     ca, ra = make_call(db, CALLBACK_FLOW, end=now)

@@ -10,7 +10,7 @@ import pytest
 
 from hotline_api.cli import main
 from hotline_api.models.governance import RecordingBlob, ReviewAlert
-from hotline_api.services import audit, auth, review, storage
+from hotline_api.services import audit, auth, review, pipeline, storage
 from tests.hotline_api.services.govtest_util import make_call
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -34,7 +34,7 @@ def staff(db):
 def _complete(db, settings, ctx, local_dt, **kw):
     with db() as s:
         ev, data = make_call(s, settings, at=local_dt.astimezone(timezone.utc), **kw)
-    storage.on_recording_completed(db, ctx, ev, calendar=review.weekday_calendar)
+    pipeline.on_recording_completed(db, ctx, ev, calendar=review.weekday_calendar)
     with db() as s:
         return ev.recording_id, data, review.get_assignment(s, ev.recording_id)
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from hotline_api.db import crypto_types
 from hotline_api.models.calls import Recording
 from hotline_api.models.governance import CryptoState, RecordingBlob
-from hotline_api.services import audit, storage
+from hotline_api.services import audit, pipeline, storage
 from recordings import crypto
 from recordings.keys import MasterKey, encode_key
 from recordings.ranges import RangeError, parse_range
@@ -36,7 +36,7 @@ class T(_B):
 def _ingest(db, settings, ctx, **kw):
     with db() as s:
         ev, data = make_call(s, settings, **kw)
-    res = storage.on_recording_completed(db, ctx, ev)
+    res = pipeline.on_recording_completed(db, ctx, ev)
     return ev, data, res
 
 
@@ -56,9 +56,9 @@ def test_ingest_encrypts_removes_plain_file_and_reads_back(settings, db, ctx):
         assert rec.path.endswith(".hle")
         with storage.open_reader(s, ctx, ev.recording_id) as r:
             assert r.read_all() == data
-        assert [e["action"] for e in audit.iter_entries(s)][-1] == "recording.store"
+        assert "recording.store" in [e["action"] for e in audit.iter_entries(s)]
     # replaying the event is harmless
-    assert storage.on_recording_completed(db, ctx, ev).created is False
+    assert pipeline.on_recording_completed(db, ctx, ev).created is False
 
 
 _ingested: dict = {}

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from hotline_api.api.deps import CurrentUser, SessionDep, client_ip, not_found
 from hotline_api.api.routes import auth as auth_routes
 from hotline_api.db import crypto_types
-from hotline_api.services import audit, auth, review, storage
+from hotline_api.services import audit, auth, review, pipeline, storage
 from recordings.ranges import RangeError
 from tests.hotline_api.services.govtest_util import make_call
 
@@ -46,7 +46,7 @@ def env(settings, db):
         review.set_roster(s, None, mgr)
         s.commit()
         ev, data = make_call(s, settings, at=datetime(2026, 3, 4, 2, 0, tzinfo=timezone.utc), seconds=5.0)
-    storage.on_recording_completed(db, ctx, ev)
+    pipeline.on_recording_completed(db, ctx, ev)
     with TestClient(app, base_url="https://testserver") as c:
         tok = c.post("/api/auth/token", data={"username": "mgr1", "password": PW}).json()["access_token"]
         adm = c.post("/api/auth/token", data={"username": "adm", "password": PW}).json()["access_token"]

@@ -72,7 +72,7 @@ def server(web_env):
     """The whole app (API + console) served by uvicorn in a thread."""
     import uvicorn
 
-    from hotline_api.api.main import create_app
+    from hotline_api.app import create_app
 
     app = create_app(web_env.settings)
     port = free_port()

@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from hotline_api.models.calls import Call
-from hotline_api.services import auth, cases, review, storage, transcription
+from hotline_api.services import auth, cases, review, pipeline, storage, transcription
 from hotline_api.services.call_store import CallStore
 from telephony import events as ev
 
@@ -99,7 +99,7 @@ def add_recorded_call(factory, settings, ctx, at: datetime, *, kind: str = "call
     done = ev.RecordingCompleted(rid, call_id, str(spool), "complete", seconds, 8000, 2, sha, spool.stat().st_size,
                                  kind=kind, at=end)
     store.apply(done)
-    storage.on_recording_completed(factory, ctx, done)
+    pipeline.on_recording_completed(factory, ctx, done)
     if operator_id:
         with factory() as s:
             s.get(Call, call_id).operator_id = operator_id

@@ -23,7 +23,7 @@ from tests.hotline_api.web import seed
 
 @pytest.fixture
 def env(settings, db):
-    from hotline_api.api.main import create_app
+    from hotline_api.app import create_app
     from hotline_api.db import crypto_types
 
     ctx = storage.open_crypto(settings, db)

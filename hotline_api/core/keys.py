@@ -1,0 +1,86 @@
+"""Loading the master key and the field key from their providers (below the services: the
+database column type ``EncryptedText`` loads the field key lazily from here, and
+``hotline_api.services.storage`` builds its crypto context on top).
+
+Nothing here touches the database: the check of the master key against the key check value stored
+in the database is ``storage.open_crypto``'s."""
+from __future__ import annotations
+
+import logging
+
+from hotline_api.core.config import Settings
+from recordings.keys import (
+    BadMasterKey,
+    EnvKeyProvider,
+    FieldCipher,
+    FileKeyProvider,
+    KeyProvider,
+    MasterKey,
+    MasterKeyMissing,
+    WrappedKeyFile,
+    WrongMasterKey,
+)
+
+log = logging.getLogger("hotline_api.services.storage")
+
+
+class CryptoStartupError(Exception):
+    """The master key cannot be used; nothing was read or changed."""
+
+
+def key_provider(settings: Settings) -> KeyProvider:
+    if settings.master_key:
+        return EnvKeyProvider(settings.master_key)
+    return FileKeyProvider(settings.keys_dir / "master.key")
+
+
+def field_key_file(settings: Settings) -> WrappedKeyFile:
+    return WrappedKeyFile(settings.keys_dir / "field.key")
+
+
+def _load_master(settings: Settings, create: bool, db_kcv: str | None) -> MasterKey:
+    provider = key_provider(settings)
+    try:
+        return provider.load()
+    except MasterKeyMissing:
+        if create and db_kcv is None and isinstance(provider, FileKeyProvider) and not field_key_file(settings).path.exists():
+            settings.ensure_dirs()
+            try:
+                return provider.create()
+            except FileExistsError:
+                return provider.load()
+        raise CryptoStartupError(f"master key not found: {provider.describe()} (run `hotline keys init`)") from None
+    except BadMasterKey as e:
+        raise CryptoStartupError(str(e)) from None
+
+
+def _recover_field_key(settings: Settings, master: MasterKey) -> FieldCipher:
+    fk = field_key_file(settings)
+    if fk.pending_path.exists():
+        try:
+            fk.load(master, fk.pending_path)
+            pending_ok = True
+        except (WrongMasterKey, BadMasterKey):
+            pending_ok = False
+        main_ok = False
+        if fk.path.exists():
+            try:
+                fk.load(master)
+                main_ok = True
+            except (WrongMasterKey, BadMasterKey):
+                main_ok = False
+        if pending_ok and not main_ok:
+            log.warning("completing an interrupted key rotation: switching to the new field key file")
+            fk.commit_pending()
+        else:
+            fk.pending_path.unlink(missing_ok=True)
+    try:
+        return FieldCipher(fk.load_or_create(master))
+    except WrongMasterKey as e:
+        raise CryptoStartupError(f"field key: {e}") from None
+
+
+def load_field_cipher(settings: Settings) -> FieldCipher:
+    """The field cipher without a database check (lazy use by ``EncryptedText``)."""
+    master = _load_master(settings, create=True, db_kcv=None)
+    return _recover_field_key(settings, master)
