@@ -77,6 +77,10 @@ def parse_replacements(text: str, source: str = "replacements") -> list[tuple[st
     return pairs
 
 
+#: the admin-editable replacements file, relative to the service's data dir
+REPLACEMENTS_FILE = "asr/replacements.txt"
+
+
 class Replacements:
     """An ordered replacement list; optionally backed by a file that is reloaded when it changes."""
 

@@ -160,19 +160,6 @@ def routing_for(settings, sessions: sessionmaker[Session] | None = None) -> tupl
     return router, DbOpenHours(sessions, _setting(settings, "timezone", ops.DEFAULT_TZ))
 
 
-def routing_worker_overrides(settings) -> dict:
-    """WorkerConfig fields that come from the project settings (queue and attendant timings)."""
-    return {
-        "ring_timeout_s": float(_setting(settings, "queue_ring_timeout_seconds", 20)),
-        "queue_max_wait_s": float(_setting(settings, "queue_max_wait_seconds", 120)),
-        "queue_announce_every_s": float(_setting(settings, "queue_announce_every_seconds", 20)),
-        "menu_timeout_s": float(_setting(settings, "attendant_menu_timeout_seconds", 6)),
-        "voicemail_max_s": float(_setting(settings, "voicemail_max_seconds", 300)),
-        "voicemail_silence_s": float(_setting(settings, "voicemail_silence_seconds", 5)),
-        "vad": str(_setting(settings, "voicemail_vad", "webrtc")),
-    }
-
-
 def offset_clock(start: datetime) -> Callable[[], datetime]:
     """A clock that starts at ``start`` and runs at the wall clock's pace (tests)."""
     t0 = time.monotonic()

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
-
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING, Callable
 
 from hotline_api.core.config import Settings
-from hotline_api.db import migrate
-from hotline_api.db.session import session_factory
+
+if TYPE_CHECKING:  # the lean SIP worker imports this module: no database stack at import time
+    from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("hotline.wiring")
 
@@ -30,6 +29,8 @@ log = logging.getLogger("hotline.wiring")
 def prepare(settings: Settings) -> None:
     """Everything that must hold before any part starts: folders, schema, keys, prompts.
     A wrong master key stops here, before any data is touched."""
+    from hotline_api.db import migrate
+    from hotline_api.db.session import session_factory
     from hotline_api.services import storage
     from telephony.prompts import build_prompts
     from telephony.routing import build_extra_prompts
@@ -45,6 +46,7 @@ def open_runtime(settings: Settings):
     """(session factory, crypto context) for a part's process; installs log masking and the
     field cipher so confidential columns are encrypted."""
     from hotline_api.db.crypto_types import set_field_cipher
+    from hotline_api.db.session import session_factory
     from hotline_api.services import masking, storage
 
     factory = session_factory(settings.db_url)
@@ -194,8 +196,7 @@ def live_transcriber_for(settings: Settings) -> LiveAsr | None:
     if not getattr(settings, "live_asr", True):
         log.info("live transcript switched off (live_asr = false)")
         return None
-    from asr.postprocess import Replacements
-    from hotline_api.services.transcription import REPLACEMENTS_FILE
+    from asr.postprocess import REPLACEMENTS_FILE, Replacements
 
     try:
         repl = Replacements.from_file(settings.data_dir / REPLACEMENTS_FILE)
@@ -225,8 +226,20 @@ def run_api(settings: Settings, stop: threading.Event) -> None:
     server.run()
 
 
+def routing_worker_overrides(settings) -> dict:
+    """WorkerConfig fields that come from the project settings (queue and attendant timings)."""
+    return {
+        "ring_timeout_s": float(settings.queue_ring_timeout_seconds),
+        "queue_max_wait_s": float(settings.queue_max_wait_seconds),
+        "queue_announce_every_s": float(settings.queue_announce_every_seconds),
+        "menu_timeout_s": float(settings.attendant_menu_timeout_seconds),
+        "voicemail_max_s": float(settings.voicemail_max_seconds),
+        "voicemail_silence_s": float(settings.voicemail_silence_seconds),
+        "vad": str(settings.voicemail_vad),
+    }
+
+
 def worker_config(settings: Settings, worker_id: str, port: int, behind_proxy: bool):
-    from hotline_api.sip_routing import routing_worker_overrides
     from telephony.config import WorkerConfig
 
     return WorkerConfig(**routing_worker_overrides(settings),
@@ -253,6 +266,24 @@ def run_sip_worker(settings: Settings, worker_id: str, port: int, behind_proxy: 
                    live_transcriber=live_transcriber_for(settings))
     finally:
         sink.close()
+
+
+def run_ipc_sip_worker(settings: Settings, worker_id: str, port: int, behind_proxy: bool, ipc_path: str,
+                       stop: threading.Event) -> None:
+    """One pjsua2 agent worker of the pool, lean: its events and routing questions go over the
+    supervisor's socket (``telephony.ipc``), which alone writes the database; this process loads no
+    database stack (about the bare worker's memory). This thread owns pjsua2."""
+    from hotline_api.services import masking
+    from telephony.ipc import IpcClient, IpcOpenHours, IpcRouter
+    from telephony.worker import run_worker
+
+    masking.install_log_masking()
+    client = IpcClient(ipc_path, name=f"ipc-{worker_id}")
+    try:
+        run_worker(worker_config(settings, worker_id, port, behind_proxy), client, stop, router=IpcRouter(client),
+                   hours=IpcOpenHours(client), live_transcriber=live_transcriber_for(settings))
+    finally:
+        client.close()
 
 
 def run_sip(settings: Settings, stop: threading.Event) -> None:

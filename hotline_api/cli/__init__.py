@@ -40,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sip-worker"]:  # a pool worker: small and fast, no other command's imports
+        from hotline_api.cli.serve_cmd import sip_worker_main
+
+        try:
+            return sip_worker_main(argv[1:])
+        except ConfigError as e:
+            print(f"hotline: configuration error: {e}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -29,12 +29,30 @@ def register(sub) -> None:
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # set by the supervisor
     p.set_defaults(func=_serve)
     w = sub.add_parser("sip-worker", help="one pjsua2 agent worker (started by `hotline serve` behind kamailio)")
+    sip_worker_arguments(w)
+
+
+def sip_worker_arguments(w: argparse.ArgumentParser) -> argparse.ArgumentParser:
     w.add_argument("--worker-id", required=True)
     w.add_argument("--port", type=int, required=True, help="loopback SIP port of this worker")
     w.add_argument("--behind-proxy", action="store_true", help="trust X-Hotline-Source from kamailio on 127.0.0.1")
     w.add_argument("--parent-pid", type=int, default=None,
                    help="stop (gracefully, finishing the recordings) when this supervising process is gone")
+    w.add_argument("--ipc", default=None, metavar="SOCKET",
+                   help="report events and ask routing questions over the supervisor's socket (no database "
+                        "stack in this process); without it the worker writes the database itself")
     w.set_defaults(func=_sip_worker)
+    return w
+
+
+def sip_worker_main(argv: list[str]) -> int:
+    """`hotline sip-worker ...` without building the whole CLI (which imports every command's
+    modules): a pool worker starts small and fast."""
+    import logging as _logging
+
+    args = sip_worker_arguments(argparse.ArgumentParser(prog="hotline sip-worker")).parse_args(argv)
+    _logging.basicConfig(level=_logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return _sip_worker(args)
 
 
 def _install_stop_signals(stop: threading.Event) -> None:
@@ -70,7 +88,10 @@ def _sip_worker(args) -> int:
     stop = threading.Event()
     _install_stop_signals(stop)
     watch_parent(args.parent_pid, stop)
-    wiring.run_sip_worker(get_settings(), args.worker_id, args.port, args.behind_proxy, stop)
+    if args.ipc:
+        wiring.run_ipc_sip_worker(get_settings(), args.worker_id, args.port, args.behind_proxy, args.ipc, stop)
+    else:
+        wiring.run_sip_worker(get_settings(), args.worker_id, args.port, args.behind_proxy, stop)
     return 0
 
 

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 Job = TranscriptionJob
 DEFAULT_LEASE_SECONDS = 60.0
-REPLACEMENTS_FILE = "asr/replacements.txt"  # relative to the data dir; admin-editable
+from asr.postprocess import REPLACEMENTS_FILE  # noqa: E402 - relative to the data dir; admin-editable
 
 
 # ====================================================================================== events

@@ -14,6 +14,7 @@ import pytest
 
 from telephony.kamailio import find_blocks, parse_rpc_records
 from tests.telephony.conftest import caller_audio  # noqa: F401 - fixture
+from tests.telephony.test_queue_util import operators  # noqa: F401 - fixture
 from tests.telephony.sipp_util import (SIPP, call_scenario, cmdline, descendants, free_port, hung_up_by_hotline_scenario,
                                       ppid, run_sipp, sipp_errors, stop_process, wait_for)
 
@@ -137,3 +138,68 @@ def test_pool_mode_stores_calls_and_recovers_a_killed_worker(settings, db, calle
         for p in kam:  # only if the test failed between the kill and the restart
             if "kamailio" in cmdline(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_pool_workers_route_to_an_operator_through_the_supervisor(settings, db, operators, tmp_path):  # noqa: F811
+    """The pool's workers hold no database: the operator claim, answer and release of a routed call
+    go over the supervisor's socket to the database router, and the call's events come back the
+    same way (ringing, answered, bridged, hangup, in order, with the operator)."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import select
+
+    from hotline_api.models.calls import Call
+    from hotline_api.models.operators import CallEvent, Operator
+    from hotline_api.services import operators as ops
+    from hotline_api.services.auth import create_user
+    from tests.telephony.test_queue_util import delayed_audio_scenario
+
+    op = operators()
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    with db() as s:
+        u, _ = create_user(s, "alice", "operator", "correct-horse-battery")
+        o = ops.ensure_operator(s, u, contacts=[{"kind": "static", "uri": op.uri}])
+        ops.set_state(s, o, "available")
+        for d in (today, today + timedelta(days=1)):  # staffed all day, whenever this runs
+            ops.set_open_override(s, d, True, note="test")
+        s.commit()
+        oid, uid = o.id, u.id
+    port, base = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    env.update(HOTLINE_DATA_DIR=str(settings.data_dir), HOTLINE_SIP_PORT=str(port), HOTLINE_SIP_USE_KAMAILIO="1",
+               HOTLINE_SIP_WORKERS="2", HOTLINE_SIP_WORKER_BASE_PORT=str(base), HOTLINE_QUEUE_RING_TIMEOUT_SECONDS="5")
+    proc, log = _start_serve(env, tmp_path, settings)
+    try:
+        for p in _worker_pids(proc.pid):  # lean: no database stack in a pool worker (its C extensions unmapped)
+            assert "--ipc" in cmdline(p)
+            assert "sqlalchemy" not in open(f"/proc/{p}/maps").read()
+        time.sleep(2)
+        r = run_sipp(delayed_audio_scenario(None, 0, 25000), f"127.0.0.1:{port}", tmp_path, "op", timeout=90)
+        assert r.returncode == 0, sipp_errors(tmp_path, "op") + _logs(tmp_path, settings)
+
+        def stored():
+            with db() as s:
+                c = s.execute(select(Call)).scalars().first()
+                return c if c is not None and c.ended_at is not None else None
+
+        call = wait_for(stored, 30, what="call stored")
+        assert "bridged" in call.flow_path, call.flow_path
+        assert call.operator_id == uid
+        with db() as s:
+            types = [(e.type, e.operator_id) for e in s.execute(select(CallEvent).where(CallEvent.call_id == call.id)
+                                                                 .order_by(CallEvent.id)).scalars()]
+        assert types == [("routed", None), ("ringing", oid), ("answered", oid), ("bridged", oid), ("hangup", oid),
+                         ("call_ended", None)]
+
+        def released():
+            with db() as s:
+                o = s.get(Operator, oid)
+                return o if o.last_call_ended_at is not None and o.current_call_id is None else None
+
+        o = wait_for(released, 30, what="operator released through the supervisor")
+        assert o.reserved_call_id is None and o.wrap_up_until is not None
+        assert op.events("incoming")
+    finally:
+        stop_process(proc, signal.SIGTERM, 40)
+        log.close()
