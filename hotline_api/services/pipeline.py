@@ -471,7 +471,7 @@ class Pipeline:
                 blob = s.get(RecordingBlob, rid)
                 stage = rec.stage if rec else None
                 blob_sha = blob.sha256 if blob else None
-            if blob_sha is not None and stage not in ACTIVE:
+            if blob_sha is not None and stage != "completed":  # the encrypted copy is committed
                 if sha256_file(wav) == blob_sha or stage == "quarantined":
                     storage.secure_unlink(wav)
                     out["removed_plain_copy"] += 1

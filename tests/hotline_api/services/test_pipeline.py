@@ -252,15 +252,21 @@ def test_the_scan_completes_files_whose_completion_never_reached_the_database(se
     p = make_pipeline(settings, db, ctx, scan_min_age_s=0)
     p.run_once()
     done_path.write_bytes(copy)
+    # 3b. the same crash, the pipeline stopped right after storing (assignment still to come)
+    _c, half, half_path = agent_call(store, settings, seed=7)
+    half_copy = half_path.read_bytes()
+    assert p._store(half)
+    half_path.write_bytes(half_copy)
     # 4. a file that is not named by a recording id is left alone
     stray = settings.recordings_dir / "incoming" / "notes.wav"
     stray.write_bytes(b"x")
     out = p.scan()
-    assert (out["adopted"], out["removed_plain_copy"], out["not_a_recording"]) == (2, 1, 1)
+    assert (out["adopted"], out["removed_plain_copy"], out["not_a_recording"]) == (2, 2, 1)
     p.run_once()
-    for rid in (lost, orphan, done):
+    for rid in (lost, orphan, done, half):
         assert counts(db, rid) == ONCE, rid
     assert not lost_path.exists() and not orphan_path.exists() and not done_path.exists() and stray.exists()
+    assert not half_path.exists()
     with db() as s:
         assert s.get(Recording, lost).status == "recovered" and s.get(Recording, lost).duration == pytest.approx(2.0)
 
