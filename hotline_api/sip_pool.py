@@ -57,6 +57,7 @@ def run_pool(settings: Settings, stop: threading.Event) -> None:
     from hotline_api.sip_routing import RegistrarSync, routing_for
     from telephony.ipc import IpcServer, RoutingHandler
     from telephony.pool import Pool, spool_recovery
+    from telephony.recovery import recover_orphan_spools
 
     factory, ctx = wiring.open_runtime(settings)
     store = wiring.build_call_store(settings, factory, ctx)
@@ -78,6 +79,9 @@ def run_pool(settings: Settings, stop: threading.Event) -> None:
 
     pool = Pool(pool_config(settings), lambda spec: worker_launch(spec, str(ipc_path(settings))), recover=recover,
                 on_event=on_event)
+    # spools of workers this pool no longer has (HOTLINE_SIP_WORKERS lowered): nobody else recovers them
+    recover_orphan_spools(settings.spool_dir, {spec.worker_id for spec in pool.specs},
+                          settings.recordings_dir / "incoming", events)
     registrar = RegistrarSync(factory, lambda *args: pool.kamailio.rpc(*args))
     threading.Thread(target=registrar.run, args=(stop,), name="registrar-sync", daemon=True).start()
     try:

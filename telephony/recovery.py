@@ -87,6 +87,31 @@ def recover_spool(spool_dir: Path, recordings_dir: Path, sink: EventSink,
     return done
 
 
+def recover_orphan_spools(spool_root: Path, active_ids: set[str], recordings_dir: Path, sink: EventSink,
+                          idle_s: float = 120.0) -> list[RecordingCompleted]:
+    """Recover the spools of workers that no longer exist (the pool was made smaller, a worker id
+    was renamed): their unfinished recordings would otherwise wait for a worker that never starts.
+    A spool whose files changed in the last ``idle_s`` seconds is left alone (it may belong to a
+    live worker of another host sharing the folder)."""
+    import time
+
+    root = Path(spool_root)
+    if not root.is_dir():
+        return []
+    done: list[RecordingCompleted] = []
+    now = time.time()
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in active_ids):
+        files = [f for f in d.iterdir() if f.is_file()]
+        if not files:
+            continue
+        if any(now - f.stat().st_mtime < idle_s for f in files):
+            log.warning("spool %s has no worker here but changed recently; left alone", d.name)
+            continue
+        log.warning("recovering the spool of worker %s, which is no longer in the pool", d.name)
+        done += recover_spool(d, recordings_dir, sink, worker_id=d.name)
+    return done
+
+
 def _publish(sink: EventSink, ev) -> None:
     try:
         sink.publish(ev)

@@ -150,3 +150,27 @@ def test_recover_sidecar_without_audio_is_closed_as_empty(tmp_path):
     res = recover_file(spool / "rec-z.json", tmp_path / "recs")
     assert res.status == "empty" and res.frames == 0 and sf.info(res.path).channels == 2
     assert "2026/01" in res.path
+
+
+def test_spools_of_workers_no_longer_in_the_pool_are_recovered(tmp_path):
+    """HOTLINE_SIP_WORKERS lowered from 10 to 2 after a crash: w9's unfinished recording would wait
+    for a worker that never starts; a spool that changed moments ago (a live worker) is left alone."""
+    import os
+    import time
+
+    from telephony.recovery import recover_orphan_spools
+
+    root, recs = tmp_path / "spool", tmp_path / "recs"
+    for wid, rid in (("w0", "rec-live0"), ("w9", "rec-orphan"), ("w7", "rec-busy")):
+        r = SpoolRecorder(root / wid, recs, rid, f"call-{rid}")
+        r.write(_tone(16000))
+        r.flush()
+    old = time.time() - 600
+    for f in list((root / "w9").iterdir()) + list((root / "w0").iterdir()):
+        os.utime(f, (old, old))
+    sink = ListSink()
+    done = recover_orphan_spools(root, {"w0", "w1"}, recs, sink)
+    assert [d.recording_id for d in done] == ["rec-orphan"]
+    assert not list((root / "w9").iterdir())
+    assert {p.stem for p in (root / "w7").glob("*.wav")} == {"rec-busy"}  # recently written: not touched
+    assert {p.stem for p in (root / "w0").glob("*.wav")} == {"rec-live0"}  # its worker recovers it
