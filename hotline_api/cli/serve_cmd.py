@@ -110,6 +110,10 @@ def _serve(args) -> int:
 
     settings = get_settings()
     parts = _parts(args.only)
+    if args.only and "sip" in parts and "pipeline" not in parts and args.parent_pid is None:
+        log.warning("--only %s has no pipeline part: recordings are stored, assigned and queued only where a "
+                    "`pipeline` part runs (on this or another machine sharing the database); add it to --only, "
+                    "`hotline pipeline status` shows what waits", args.only)
     wiring.prepare(settings)  # dirs, migrations, keys check, prompts: fails fast before any part starts
     stop = threading.Event()
     _install_stop_signals(stop)
