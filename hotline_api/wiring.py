@@ -283,7 +283,7 @@ def run_ipc_sip_worker(settings: Settings, worker_id: str, port: int, behind_pro
         run_worker(worker_config(settings, worker_id, port, behind_proxy), client, stop, router=IpcRouter(client),
                    hours=IpcOpenHours(client), live_transcriber=live_transcriber_for(settings))
     finally:
-        client.close()
+        client.close(timeout=5.0)  # within the pool's stop timeout; what is left, the pipeline's scan finds
 
 
 def run_sip(settings: Settings, stop: threading.Event) -> None:

@@ -712,14 +712,17 @@ class Agent:
                                caller_number=uri_user(caller_uri), dialled=req.request_user,
                                worker_id=self.cfg.worker_id, at=started))
         log.info("call %s: incoming", ctx.call_uuid)
+        if self.cfg.answer_delay_s <= 0:
+            # Answered at once: no 180 first. A proxy relays replies on several processes, so a 180
+            # sent a moment before the 200 can overtake it, and a strict caller then drops the call.
+            self._answer(ctx)
+            return
         op = pj.CallOpParam()
         op.statusCode = 180
         try:
             call.answer(op)
         except pj.Error as e:
             log.warning("call %s: 180 failed: %s", ctx.call_uuid, e.info())
-        if self.cfg.answer_delay_s <= 0:
-            self._answer(ctx)
 
     def _answer(self, ctx: CallCtx) -> None:
         self._own()

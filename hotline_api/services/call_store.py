@@ -66,12 +66,40 @@ class CallStore:
             handler(s, event)
             s.commit()
         if isinstance(event, ev.RecordingCompleted):
-            for hook in self.completion_hooks:
+            self._run_hooks(event)
+
+    def apply_batch(self, events: list) -> None:
+        """Apply several events in one transaction (the SIP host's writer under load: one commit
+        instead of one per event). Each event runs in a savepoint, so one that names an unknown call
+        (``LookupError``) is dropped alone; any other error rolls the whole batch back for a retry."""
+        todo = [e for e in events if not (isinstance(e, ev.LiveTranscript) and not self._live_text_due(e))]
+        if not todo:
+            return
+        done = []
+        with write_session(self.sessions) as s:
+            for e in todo:
+                handler = getattr(self, "_on_" + type(e).__name__, None)
+                if handler is None:
+                    continue
                 try:
-                    hook(event)
-                except Exception:  # noqa: BLE001 - the row and the file are safe; later stages retry
-                    log.exception("completion hook %s failed for recording %s",
-                                  getattr(hook, "__name__", hook), event.recording_id)
+                    with s.begin_nested():
+                        handler(s, e)
+                except LookupError as err:
+                    log.error("dropping %s: %s", type(e).__name__, err)
+                    continue
+                done.append(e)
+            s.commit()
+        for e in done:
+            if isinstance(e, ev.RecordingCompleted):
+                self._run_hooks(e)
+
+    def _run_hooks(self, event: ev.RecordingCompleted) -> None:
+        for hook in self.completion_hooks:
+            try:
+                hook(event)
+            except Exception:  # noqa: BLE001 - the row and the file are safe; the pipeline goes on
+                log.exception("completion hook %s failed for recording %s",
+                              getattr(hook, "__name__", hook), event.recording_id)
 
     def _call(self, s: Session, call_uuid: str) -> Call:
         call = s.get(Call, call_uuid)
@@ -237,11 +265,54 @@ class QueuedSink:
     #: back-off between tries: this many seconds times the try number, at most 5 s
     RETRY_STEP_S = 0.2
 
+    #: at most this many queued events are written in one transaction
+    BATCH = 200
+
     def _run(self) -> None:
         while True:
             item = self._q.get()
             if item is _STOP:
                 return
+            batch = [item]
+            stop = False
+            while len(batch) < self.BATCH:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            if len(batch) == 1:
+                self._apply(item)
+            else:
+                self._apply_batch(batch)
+            if stop:
+                return
+
+    def _apply_batch(self, batch: list) -> None:
+        """The batch in one transaction, retried while the database is locked or away; any other
+        error: the events one by one (so one bad event costs only itself)."""
+        from sqlalchemy.exc import OperationalError
+
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.store.apply_batch(batch)
+                return
+            except (OperationalError, TimeoutError) as e:
+                level = logging.WARNING if attempt in (1, 10) or attempt % 60 == 0 else logging.DEBUG
+                log.log(level, "database unavailable for %d events (try %d): %s", len(batch), attempt,
+                        str(e).splitlines()[0][:200])
+                if self._closing and attempt >= 3 * self.MAX_OTHER_ATTEMPTS:
+                    break
+                threading.Event().wait(min(5.0, self.RETRY_STEP_S * attempt))
+            except Exception:  # noqa: BLE001 - find the bad one
+                log.warning("batch of %d events failed; applying them one by one", len(batch), exc_info=True)
+                break
+        for item in batch:
             self._apply(item)
 
     def _apply(self, item) -> None:

@@ -191,9 +191,16 @@ def claim_longest_idle(session: Session, call_id: str, exclude: Iterable[str] = 
     now = now or utcnow()
     exclude = set(exclude)
     won = None
+    # A plain read first: with nobody free (the usual case while callers wait) no write lock is taken,
+    # so a queue of callers does not contend with the call events and the recording pipeline.
+    idle_key = func.coalesce(Operator.last_call_ended_at, Operator.state_since)
+    with session.get_bind().connect() as conn:
+        logged_in = conn.execute(select(func.count()).select_from(Operator).where(Operator.state != "offline")).scalar()
+        free = [r[0] for r in conn.execute(select(Operator.id).where(_free_clause(now)))]
+    if not [oid for oid in free if oid not in exclude]:
+        return Claim(None, int(logged_in or 0), len(free))
     with _write_txn(session) as s:
         logged_in = s.execute(select(func.count()).select_from(Operator).where(Operator.state != "offline")).scalar()
-        idle_key = func.coalesce(Operator.last_call_ended_at, Operator.state_since)
         rows = s.execute(select(Operator.id).where(_free_clause(now)).order_by(idle_key.asc(), Operator.id)).all()
         free = [r[0] for r in rows]
         for oid in free:

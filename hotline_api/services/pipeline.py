@@ -147,6 +147,7 @@ class Pipeline:
         self.quarantine_dir = Path(settings.recordings_dir) / "quarantine"
         self.stuck_after = timedelta(minutes=float(getattr(settings, "pipeline_stuck_minutes", 10)))
         self._warned_at = 0.0
+        self._pass_calendar: Callable | None = None
 
     # ---------------------------------------------------------------------------- loop
     def run(self, stop: threading.Event, idle_s: float = 0.5) -> None:
@@ -190,6 +191,7 @@ class Pipeline:
         """Take every due recording as far as it goes now. ``progress(n)`` after each recording."""
         res = PassResult()
         seen = 0
+        self._pass_calendar = None  # an admin's calendar change applies from the next pass
         while stop is None or not stop.is_set():
             ids = self.due()
             if not ids:
@@ -327,12 +329,15 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------- assign
     def calendar(self) -> Callable:
+        """The working-day calendar (holidays, 调休, admin overrides), read once per pass."""
         if self._calendar is not None:
             return self._calendar
-        from hotline_api.services.calendar import WorkCalendar
+        if self._pass_calendar is None:
+            from hotline_api.services.calendar import WorkCalendar
 
-        with self.factory() as s:
-            return WorkCalendar.from_db(s).is_workday
+            with self.factory() as s:
+                self._pass_calendar = WorkCalendar.from_db(s).is_workday
+        return self._pass_calendar
 
     def _assign(self, rid: str) -> bool:
         from hotline_api.services import review

@@ -8,6 +8,7 @@ import hashlib
 import multiprocessing
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -317,6 +318,7 @@ def test_the_event_writer_keeps_trying_while_the_database_is_locked(settings, db
 
     monkeypatch.setattr(store, "apply", locked_for_a_while)
     monkeypatch.setattr(QueuedSink, "RETRY_STEP_S", 0.001)  # no real back-off sleeps
+    monkeypatch.setattr(QueuedSink, "BATCH", 1)  # one event per transaction: each try goes through apply
     sink = QueuedSink(store, name="t")
     call = str(uuid.uuid4())
     sink.publish(ev.CallStarted(call, f"{call}@t", "sip:1@127.0.0.1", "1", "12388", "w0", T0))
@@ -328,3 +330,31 @@ def test_the_event_writer_keeps_trying_while_the_database_is_locked(settings, db
     with db() as s:
         c = s.get(Call, call)
         assert c is not None and c.flow_path == "notice"
+
+
+def test_queued_events_are_written_in_batches_and_a_bad_one_costs_only_itself(settings, db, ctx, monkeypatch):
+    """Under load the writer drains the queue into one transaction; an event for an unknown call is
+    dropped alone, and the others (before and after it) are stored, in order."""
+    from hotline_api.models.calls import Call
+
+    store = CallStore(db)
+    commits = []
+    real = store.apply_batch
+    monkeypatch.setattr(store, "apply_batch", lambda evs: (commits.append(len(evs)), real(evs))[1])
+    sink = QueuedSink(store, name="t")
+    gate = threading.Event()
+    monkeypatch.setattr(store, "apply", lambda e, _real=store.apply: (gate.wait(10), _real(e))[1])
+    calls = [str(uuid.uuid4()) for _ in range(30)]
+    sink.publish(ev.CallStarted(calls[0], "first@t", "sip:1@127.0.0.1", "1", "12388", "w0", T0))  # held at the gate
+    time.sleep(0.2)
+    for c in calls[1:]:
+        sink.publish(ev.CallStarted(c, f"{c}@t", "sip:1@127.0.0.1", "1", "12388", "w0", T0))
+        sink.publish(ev.FlowChanged(c, "notice", T0))
+    sink.publish(ev.FlowChanged("no-such-call", "notice", T0))
+    sink.publish(ev.FlowChanged(calls[1], "record", T0))
+    gate.set()
+    sink.close(20)
+    assert commits and max(commits) >= 50  # batched, not one commit per event
+    with db() as s:
+        assert all(s.get(Call, c) is not None for c in calls)
+        assert s.get(Call, calls[1]).flow_path == "notice>record" and s.get(Call, calls[2]).flow_path == "notice"
