@@ -326,10 +326,12 @@ def test_every_recording_reaches_storage_review_and_transcription(service, setti
     old = time.time() - 120
     os.utime(bad_path, (old, old))  # a file nobody reported, left by a crash two minutes ago
     stuck = str(uuid.uuid4())
-    with db() as s:
+    with db() as s:  # a recording whose store step keeps failing: third try 25 min ago, next one in an hour
+        now = datetime.now(timezone.utc)
         s.add(Recording(id=stuck, kind="call", status="complete", path=str(settings.recordings_dir / "gone.wav"),
-                        stage="completed", stage_at=datetime.now(timezone.utc) - timedelta(minutes=25),
-                        created_at=datetime.now(timezone.utc) - timedelta(minutes=26), duration=5.0))
+                        stage="completed", stage_at=now - timedelta(minutes=25), stage_attempts=3,
+                        stage_error="OSError: [Errno 28] No space left on device", stage_next_at=now + timedelta(hours=1),
+                        created_at=now - timedelta(minutes=26), duration=5.0))
         s.commit()
     p = calls(svc, "after", 4, 3.0, audio)
     assert p.wait(60) == 0
@@ -342,7 +344,8 @@ def test_every_recording_reaches_storage_review_and_transcription(service, setti
     q = {r["recording_id"]: r for r in st["quarantined"]}
     assert bad in q and "WAV" in q[bad]["error"]
     s_ = {r["recording_id"]: r for r in st["stuck"]}
-    assert s_[stuck]["stage"] == "completed" and s_[stuck]["age_s"] >= 25 * 60 and "not found" in s_[stuck]["error"]
+    assert s_[stuck]["stage"] == "completed" and s_[stuck]["age_s"] >= 25 * 60 and s_[stuck]["attempts"] == 3
+    assert "No space left" in s_[stuck]["error"]
     text = subprocess.run([sys.executable, "-m", "hotline_api.cli", "pipeline", "status"], env=svc.env,
                           capture_output=True, text=True, timeout=60).stdout
     assert stuck in text and bad in text and "completed" in text
@@ -357,7 +360,8 @@ def test_every_recording_reaches_storage_review_and_transcription(service, setti
         page = c.get("/admin/pipeline")
         assert page.status_code == 200
         html = page.text
-        assert stuck in html and bad in html and "待加密保存" in html and "不是可读的 WAV" in html and "需要处理" in html
+        for expected in (stuck, bad, "待加密保存", "不是可读的 WAV", "需要处理", "No space left"):
+            assert expected in html, expected
     raw = sqlite3.connect(settings.db_url.removeprefix("sqlite:///"))
     assert raw.execute("SELECT stage FROM recordings WHERE id = ?", (bad,)).fetchone() == ("quarantined",)
     raw.close()
