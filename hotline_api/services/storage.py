@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -147,26 +147,26 @@ def open_crypto(settings: Settings, factory: sessionmaker, create: bool = True) 
 
 # ------------------------------------------------------------------------------------- ingest
 @dataclass(frozen=True)
-class IngestResult:
+class StoredFile:
+    """Where a recording's encrypted file is and what it holds."""
+
     recording_id: str
     rel_path: str
     sha256: str
     plain_size: int
     data_offset: int
     data_size: int
+
+
+@dataclass(frozen=True)
+class IngestResult(StoredFile):
     created: bool  # False: already stored before (idempotent replay)
 
 
 @dataclass(frozen=True)
-class EncryptedFile:
+class EncryptedFile(StoredFile):
     """A recording encrypted into the store, not yet registered (``register_blob``)."""
 
-    recording_id: str
-    rel_path: str
-    sha256: str
-    plain_size: int
-    data_offset: int
-    data_size: int
     wrapped_key: bytes
 
 
@@ -220,7 +220,7 @@ def ingest_recording(session: Session, ctx: CryptoContext, recording_id: str, sr
                             existing.data_size, False)
     enc = encrypt_into_store(ctx, rid, src_path, expected_sha256)
     register_blob(session, ctx, enc, now)
-    return IngestResult(rid, enc.rel_path, enc.sha256, enc.plain_size, enc.data_offset, enc.data_size, True)
+    return IngestResult(*astuple(enc)[:-1], created=True)
 
 
 # --------------------------------------------------------------------------------------- read
