@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from tests.telephony.audio_util import active_span, assert_speech_present, best_ncc
-from tests.telephony.sipp_util import SIPP, call_scenario, run_sipp, sipp_errors
+from tests.telephony.sipp_util import SIPP, call_scenario, run_sipp, sipp_errors, wait_for
 from tests.telephony.test_queue_util import (call_events, hotline_hangs_up_scenario, prompt_audio,  # noqa: F401
                                              quick_prompts, resample, run_caller, speech, start_routing_worker,
                                              states, wait_done)
@@ -95,7 +95,8 @@ def test_dtmf_storm_then_next_call_served(make_worker, quick_prompts, tmp_path):
     if SIPP is not None:  # the worker keeps serving
         r = run_sipp(call_scenario(None, hold_ms=2500), w.target, tmp_path, "after")
         assert r.returncode == 0, sipp_errors(tmp_path, "after")
-        assert len(w.events("CallEnded")) == 2
+        # sipp is done at the 200 to its BYE; the worker writes CallEnded a moment later
+        wait_for(lambda: len(w.events("CallEnded")) == 2, 15, what="second call ended")
 
 
 def test_worker_killed_during_voicemail_recovers_it_as_voicemail(make_worker, quick_prompts):
