@@ -31,13 +31,14 @@ def prepare(settings: Settings) -> None:
     A wrong master key stops here, before any data is touched."""
     from hotline_api.db import migrate
     from hotline_api.db.session import session_factory
-    from hotline_api.services import storage
+    from hotline_api.services import content, storage
     from telephony.prompts import build_prompts
     from telephony.routing import build_extra_prompts
 
     settings.ensure_dirs()
     migrate.upgrade(settings.db_url)
     storage.open_crypto(settings, session_factory(settings.db_url))
+    content.encrypt_plain_values(session_factory(settings.db_url))  # values an earlier version kept in clear
     build_prompts(settings.prompts_dir)
     build_extra_prompts(settings.prompts_dir)
 

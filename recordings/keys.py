@@ -217,7 +217,7 @@ class FieldCipher:
         return FIELD_PREFIX + base64.urlsafe_b64encode(nonce + ct).decode("ascii")
 
     def decrypt(self, token: str, context: str) -> str:
-        if not is_encrypted_field(token):
+        if not (isinstance(token, str) and token.startswith(FIELD_PREFIX)):
             raise FieldDecryptError("value is not an encrypted field")
         try:
             raw = base64.urlsafe_b64decode(token[len(FIELD_PREFIX):].encode("ascii"))
@@ -227,7 +227,39 @@ class FieldCipher:
 
 
 def is_encrypted_field(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(FIELD_PREFIX)
+    return isinstance(value, str) and (value.startswith(FIELD_PREFIX) or value.startswith(CONTENT_PREFIX))
+
+
+# ------------------------------------------------------------------------------- content keys
+# Report content derived from one call (live text, transcript, draft text) is sealed under that
+# call's own random content key, itself wrapped by the master key like a recording's data key.
+# Destroying the wrapped content key when the recording is purged shreds every copy of the text,
+# wherever a byte of it survived (free database pages, WAL, backups).
+CONTENT_PREFIX = "ck1:"
+
+
+def seal_content(key_id: str, key: bytes, plaintext: str, context: str) -> str:
+    """``ck1:<key id>:`` + the field encryption of ``plaintext`` under the content key."""
+    if ":" in key_id:
+        raise ValueError("content key id must not contain ':'")
+    inner = FieldCipher(key).encrypt(plaintext, f"{context}|{key_id}")
+    return f"{CONTENT_PREFIX}{key_id}:{inner}"
+
+
+def content_key_id(token: str) -> str | None:
+    """The content key id of a sealed value, or None for anything else."""
+    if not isinstance(token, str) or not token.startswith(CONTENT_PREFIX):
+        return None
+    kid, sep, _ = token[len(CONTENT_PREFIX):].partition(":")
+    return kid if sep and kid else None
+
+
+def open_content(token: str, key: bytes, context: str) -> str:
+    kid = content_key_id(token)
+    if kid is None:
+        raise FieldDecryptError("value is not sealed under a content key")
+    inner = token[len(CONTENT_PREFIX) + len(kid) + 1:]
+    return FieldCipher(key).decrypt(inner, f"{context}|{kid}")
 
 
 class WrappedKeyFile:

@@ -3,7 +3,8 @@
 Rules, first match wins:
 
 1. a legal hold on the recording or on its case: keep, always;
-2. linked to a case: keep until the case is archived, then ``case_archived_days`` after archiving;
+2. linked to a case: keep until the case is archived, then ``case_archived_days`` after archiving
+   (or after the recording, if it is later than the archiving);
 3. marked "no content": ``no_content_days`` after the recording completed;
 4. a voicemail without a case: ``voicemail_no_case_days`` after it completed;
 5. anything else (an ordinary call not yet organized): ``other_days`` (``None`` = keep).
@@ -70,7 +71,9 @@ def decide(f: RecordingFacts, policy: RetentionPolicy, now: datetime) -> Decisio
     if f.case_id is not None:
         if f.case_archived_at is None:
             return Decision(rid, False, "case_open", f"linked to case {f.case_id}, not archived", None)
-        due = _due(f.case_archived_at, policy.case_archived_days)
+        # counted from the later of the archiving and the recording: a recording linked to a case
+        # archived long ago is still kept the full period (the link must not make it purgeable)
+        due = _due(max(f.case_archived_at, f.completed_at), policy.case_archived_days)
         rule, days, since = "case_archived", policy.case_archived_days, f"case {f.case_id} archived {f.case_archived_at.date()}"
     elif f.no_content:
         due = _due(f.completed_at, policy.no_content_days)

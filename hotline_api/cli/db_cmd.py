@@ -18,5 +18,11 @@ def _upgrade(args) -> int:
     settings = get_settings()
     settings.ensure_dirs()
     migrate.upgrade(settings.db_url)
+    from hotline_api.db.session import session_factory
+    from hotline_api.services import content
+
+    n = content.encrypt_plain_values(session_factory(settings.db_url))
+    if n:
+        print(f"encrypted {n} value(s) that an earlier version stored in clear")
     print("database schema is up to date")
     return 0

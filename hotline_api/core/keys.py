@@ -80,6 +80,24 @@ def _recover_field_key(settings: Settings, master: MasterKey) -> FieldCipher:
         raise CryptoStartupError(f"field key: {e}") from None
 
 
+def load_master_with_kcv(settings: Settings, kcv: str) -> MasterKey | None:
+    """The master key whose check value is ``kcv`` from the provider: the current key, or the new
+    one of a rotation in progress (``master.key.new``). None if neither matches. Running processes
+    use it to pick up a rotated key: the database's key check value says which key now wraps."""
+    provider = key_provider(settings)
+    candidates = [provider.load]
+    if isinstance(provider, FileKeyProvider):
+        candidates.append(provider.load_pending)
+    for load in candidates:
+        try:
+            key = load()
+        except (MasterKeyMissing, BadMasterKey):
+            continue
+        if key is not None and key.kcv == kcv:
+            return key
+    return None
+
+
 def load_field_cipher(settings: Settings) -> FieldCipher:
     """The field cipher without a database check (lazy use by ``EncryptedText``)."""
     master = _load_master(settings, create=True, db_kcv=None)

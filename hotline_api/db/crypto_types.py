@@ -20,7 +20,7 @@ import threading
 
 from sqlalchemy import Text, TypeDecorator
 
-from recordings.keys import FieldCipher, is_encrypted_field
+from recordings.keys import FieldCipher, FieldDecryptError, content_key_id, is_encrypted_field, open_content, seal_content
 
 _lock = threading.Lock()
 _ciphers: dict[tuple, FieldCipher] = {}
@@ -55,6 +55,23 @@ def clear_cache() -> None:
         _ciphers.clear()
 
 
+class ContentValue(str):
+    """A plain value that is to be sealed under a call's content key when written
+    (``hotline_api.models.content`` wraps report content in it just before a flush; to every
+    reader it is the plain string)."""
+
+    __slots__ = ("key_id", "key")
+
+    def __new__(cls, value: str, key_id: str, key: bytes):
+        obj = super().__new__(cls, value)
+        obj.key_id, obj.key = key_id, key
+        return obj
+
+
+#: what a reader gets for content whose call key was destroyed (purged) -- never the ciphertext
+PURGED = None
+
+
 class EncryptedText(TypeDecorator):
     impl = Text
     cache_ok = True
@@ -66,12 +83,28 @@ class EncryptedText(TypeDecorator):
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
+        if isinstance(value, ContentValue):
+            return seal_content(value.key_id, value.key, str(value), self.context)
+        if content_key_id(value) is not None:  # already sealed (copied from a row as stored)
+            return value
         return get_field_cipher().encrypt(str(value), self.context)
 
     def process_result_value(self, value, dialect):
         if value is None or not is_encrypted_field(value):
             return value
-        return get_field_cipher().decrypt(value, self.context)
+        kid = content_key_id(value)
+        if kid is None:
+            return get_field_cipher().decrypt(value, self.context)
+        from hotline_api.db import content_keys
+
+        key = content_keys.resolve(kid)
+        if key is None:
+            return PURGED
+        try:
+            return open_content(value, key, self.context)
+        except FieldDecryptError:
+            content_keys.forget(kid)  # a stale cache entry cannot be the cause twice
+            raise
 
     def copy(self, **kw):
         return EncryptedText(self.context)

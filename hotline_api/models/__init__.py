@@ -7,5 +7,7 @@ import hotline_api.models.asr  # noqa: F401,E402
 import hotline_api.models.operators  # noqa: F401,E402
 import hotline_api.models.stats  # noqa: F401,E402
 import hotline_api.models.callbacks  # noqa: F401,E402
+import hotline_api.db.content_keys  # noqa: F401,E402 - the content_keys table
+import hotline_api.models.content  # noqa: F401,E402 - seals report content per call
 
 __all__ = ["Base", "Call", "DtmfEvent", "Recording"]

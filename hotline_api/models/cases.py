@@ -61,10 +61,11 @@ class DraftSubject(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
-    name: Mapped[str] = mapped_column(String(32), default="")
+    # the reported person: report content, sealed under the call's content key (models.content)
+    name: Mapped[str] = mapped_column(EncryptedText("draft_subjects.name"), default="")
     name_pinyin: Mapped[str] = mapped_column(String(128), default="", index=True)
-    title: Mapped[str] = mapped_column(String(32), default="")
-    unit: Mapped[str] = mapped_column(String(128), default="")
+    title: Mapped[str] = mapped_column(EncryptedText("draft_subjects.title"), default="")
+    unit: Mapped[str] = mapped_column(EncryptedText("draft_subjects.unit"), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -129,7 +130,7 @@ class Case(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     closed_on: Mapped[date | None] = mapped_column(Date)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    result: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(EncryptedText("cases.result"))  # the handling's outcome
 
     events: Mapped[list["CaseEvent"]] = relationship(back_populates="case", order_by="CaseEvent.id")
     deadlines: Mapped[list["CaseDeadline"]] = relationship(back_populates="case", order_by="CaseDeadline.id")
@@ -199,7 +200,7 @@ class CaseEvent(Base):
     action: Mapped[str] = mapped_column(String(32))
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str | None] = mapped_column(String(16))
-    detail: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(EncryptedText("case_events.detail"))
 
     case: Mapped[Case | None] = relationship(back_populates="events")
 

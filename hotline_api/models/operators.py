@@ -9,6 +9,7 @@ from sqlalchemy import Boolean, CheckConstraint, Date, ForeignKey, Index, Intege
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from hotline_api.db.base import Base, UTCDateTime, UUIDStr, new_uuid, utcnow
+from hotline_api.db.crypto_types import EncryptedText
 
 OPERATOR_STATES = ("available", "on_call", "wrap_up", "paused", "offline")
 
@@ -106,7 +107,8 @@ class CallEvent(Base):
     operator_id: Mapped[str | None] = mapped_column(String(36))
     type: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    data_json: Mapped[str] = mapped_column("data", Text, default="{}")
+    # encrypted at rest; the caller's words (partial/transcript) under the call's content key
+    data_json: Mapped[str] = mapped_column("data", EncryptedText("call_events.data"), default="{}")
 
     __table_args__ = (Index("ix_call_events_operator_id", "operator_id", "id"),)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
 
 from hotline_api.models.operators import CallEvent
@@ -37,14 +37,35 @@ def publish(session: Session, call_id: str, type_: str, *, operator_id: str | No
     return ev
 
 
+TEXT_TYPES = ("partial", "transcript")  # the caller's words: report content
+
+
 def tail(session: Session, after_id: int = 0, operator_id: str | None = None, limit: int = 200,
-         all_operators: bool = False) -> list[CallEvent]:
+         all_operators: bool = False, *, user=None, settings=None) -> list[CallEvent]:
     """Events with id > ``after_id``, oldest first: those of ``operator_id`` (an operator's view),
-    or all of them with ``all_operators`` (supervisors, admins)."""
+    or all of them with ``all_operators`` (supervisors, admins).
+
+    The live transcript (``partial``/``transcript``) is report content. With ``user`` given it is
+    returned only where that user may read it: to the operator on the call while the call lasts,
+    and to users whose content rights cover the call (``access.call_clause``: a supervisor of the
+    call's unit); never to admins or auditors. Without ``user`` no text event is returned."""
     q = select(CallEvent).where(CallEvent.id > after_id)
     if not all_operators:
         q = q.where(CallEvent.operator_id == operator_id)
+    q = q.where(or_(CallEvent.type.not_in(TEXT_TYPES), CallEvent.call_id.in_(_text_calls(session, user, settings))))
     return list(session.execute(q.order_by(CallEvent.id).limit(limit)).scalars())
+
+
+def _text_calls(session: Session, user, settings):
+    """SELECT of the call ids whose live text ``user`` may read."""
+    from hotline_api.models.calls import Call
+    from hotline_api.services import access
+
+    if user is None or not user.active:
+        return select(Call.id).where(false())
+    if user.role == "operator":  # while the call lasts, and only their own
+        return select(Call.id).where(Call.operator_id == user.id, Call.ended_at.is_(None))
+    return select(Call.id).where(access.call_clause(session, user, settings=settings))
 
 
 def last_id(session: Session) -> int:

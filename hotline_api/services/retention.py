@@ -8,10 +8,10 @@ the recording or on its case, the case's archive time), decide, and purge what i
    ``purged``, write a ``PurgeStub`` (reason, time) and an audit entry; commit;
 2. then delete the encrypted file (already unreadable: its key is gone).
 
-Cases live in another module; the lead wires them in with two callables:
+Cases live in another module, passed as two callables (defaults: ``services.case_links``):
 ``case_links(session, recording_ids) -> {recording_id: case_id}`` (links besides the review's) and
-``case_archived(session, case_ids) -> {case_id: archived_at or None}``. Without them, a recording
-linked to a case is treated as linked to an open case, i.e. kept.
+``case_archived(session, case_ids) -> {case_id: archived_at or None}``. The content derived from a
+purged recording is shredded in the same transaction (``services.content``).
 """
 from __future__ import annotations
 
@@ -167,10 +167,19 @@ def _purge_one(session: Session, rid: str, decision: Decision, now: datetime, ac
 
 def run_retention(factory: sessionmaker, settings: Any, now: datetime | None = None, dry_run: bool = False,
                   case_links: CaseLinks | None = None, case_archived: CaseArchived | None = None,
-                  on_purged: Iterable[PurgeHook] = (), actor_name: str = "system:retention",
+                  on_purged: Iterable[PurgeHook] | None = None, actor_name: str = "system:retention",
                   progress: Callable[[int, int], None] | None = None) -> RetentionReport:
     """Apply the retention policies now (``dry_run``: only report). ``on_purged`` hooks run inside
-    each purge transaction (e.g. delete the transcript of the recording)."""
+    each purge transaction; by default the content derived from the recording is shredded
+    (``services.content.purge_recording_content``: transcript, live text, draft text, the call's
+    content key). ``case_links`` / ``case_archived`` default to the real case lookups
+    (``services.case_links``), so every caller keeps a recording of an open case."""
+    from hotline_api.services import case_links as links
+    from hotline_api.services import content
+
+    case_links = case_links or links.case_links
+    case_archived = case_archived or links.case_archived
+    on_purged = (content.purge_recording_content,) if on_purged is None else tuple(on_purged)
     now = now or datetime.now(timezone.utc)
     report = RetentionReport(now, dry_run)
     with factory() as s:

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hotline_api.core.config import Settings
-from hotline_api.db import crypto_types
+from hotline_api.db import content_keys, crypto_types
 from hotline_api.models.calls import Recording
 from hotline_api.models.governance import CryptoState, RecordingBlob
 from recordings import crypto
@@ -34,8 +34,9 @@ from hotline_api.core.keys import (  # noqa: F401 - re-exported: key loading liv
     field_key_file,
     key_provider,
     load_field_cipher,
+    load_master_with_kcv,
 )
-from recordings.keys import FieldCipher, FileKeyProvider, MasterKey
+from recordings.keys import FieldCipher, FileKeyProvider, MasterKey, WrongMasterKey
 from recordings.ranges import RangeError, parse_range  # noqa: F401 - re-exported for the API
 from recordings.store import BadRecordingId, EncryptedStore, check_recording_id, wav_layout
 
@@ -73,7 +74,36 @@ class CryptoContext:
     def data_key(self, blob: RecordingBlob) -> bytes:
         if blob.wrapped_key is None:
             raise RecordingPurged(f"recording {blob.recording_id} was purged")
-        return self.master.unwrap(blob.wrapped_key)
+        try:
+            return self.master.unwrap(blob.wrapped_key)
+        except WrongMasterKey:
+            if not blob.master_kcv or not self.follow(blob.master_kcv):
+                raise
+            return self.master.unwrap(blob.wrapped_key)
+
+    def follow(self, kcv: str) -> bool:
+        """Switch to the master key ``kcv`` after a ``hotline keys rotate`` by another process (the
+        provider holds it as the current or the pending key). True when switched."""
+        if kcv == self.master.kcv:
+            return True
+        new = load_master_with_kcv(self.settings, kcv)
+        if new is None:
+            return False
+        log.warning("master key rotated by another process: switching from %s to %s", self.master.kcv, kcv)
+        self.master = new
+        content_keys.set_master_key(new)
+        return True
+
+    def current_master(self, session: Session) -> MasterKey:
+        """The master key that wraps now, read under the rotation lock (the ``crypto_state`` row,
+        shared on PostgreSQL; SQLite's write transactions are serialized anyway). A new wrapped key
+        written in the same transaction is then either re-wrapped by a rotation committed after it,
+        or written after the rotation with the new key."""
+        state = session.execute(select(CryptoState).where(CryptoState.id == 1).with_for_update(read=True)).scalar()
+        if state is not None and state.master_kcv != self.master.kcv and not self.follow(state.master_kcv):
+            raise StorageError(f"the stored keys are wrapped by master key {state.master_kcv}, which this "
+                               f"process cannot load ({key_provider(self.settings).describe()})")
+        return self.master
 
 
 def _db_kcv(session: Session) -> str | None:
@@ -142,6 +172,7 @@ def open_crypto(settings: Settings, factory: sessionmaker, create: bool = True) 
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     ctx = CryptoContext(settings, master, field, EncryptedStore(settings.recordings_dir))
     crypto_types.set_field_cipher(field)
+    content_keys.set_master_key(master)
     return ctx
 
 
@@ -192,9 +223,14 @@ def encrypt_into_store(ctx: CryptoContext, recording_id: str, src_path: str | Pa
 
 
 def register_blob(session: Session, ctx: CryptoContext, enc: EncryptedFile, now: datetime | None = None) -> RecordingBlob:
-    """Add the blob row of an encrypted file and point the recording at it (flushed, not committed)."""
+    """Add the blob row of an encrypted file and point the recording at it (flushed, not committed).
+    The data key was wrapped when the file was encrypted; if a key rotation committed since, it is
+    re-wrapped here with the new master key (read in this transaction, see ``current_master``)."""
+    wrapped_by = ctx.master
+    master = ctx.current_master(session)
+    wrapped = enc.wrapped_key if master is wrapped_by else master.wrap(wrapped_by.unwrap(enc.wrapped_key))
     blob = RecordingBlob(
-        recording_id=enc.recording_id, rel_path=enc.rel_path, wrapped_key=enc.wrapped_key, master_kcv=ctx.master.kcv,
+        recording_id=enc.recording_id, rel_path=enc.rel_path, wrapped_key=wrapped, master_kcv=master.kcv,
         chunk_size=ctx.store.chunk_size, plain_size=enc.plain_size, sha256=enc.sha256,
         data_offset=enc.data_offset, data_size=enc.data_size, stored_at=now or datetime.now(timezone.utc),
     )
@@ -387,8 +423,13 @@ def commit_rotation_db(factory: sessionmaker, ctx: CryptoContext, new_master: Ma
     """Step 2: re-wrap every data key and record the new key check value, in one transaction."""
     from hotline_api.services import audit
 
+    from hotline_api.db.session import write_session
+
     now = datetime.now(timezone.utc)
-    with factory() as s:
+    with write_session(factory) as s:
+        # the rotation lock first: a process wrapping a new key waits for this commit (see
+        # CryptoContext.current_master), and rows it committed before are all re-wrapped here
+        s.execute(select(CryptoState).where(CryptoState.id == 1).with_for_update()).scalar()
         rows = s.execute(select(RecordingBlob.recording_id, RecordingBlob.wrapped_key)
                          .where(RecordingBlob.wrapped_key.is_not(None))).all()
         total = len(rows)
@@ -398,6 +439,7 @@ def commit_rotation_db(factory: sessionmaker, ctx: CryptoContext, new_master: Ma
                       .values(wrapped_key=new_master.wrap(dek), master_kcv=new_master.kcv))
             if progress and (i % 500 == 0 or i == total):
                 progress(i, total)
+        content = content_keys.rewrap_all(s, ctx.master, new_master)
         state = s.get(CryptoState, 1)
         if state is None:
             state = CryptoState(id=1, master_kcv=new_master.kcv)
@@ -405,7 +447,7 @@ def commit_rotation_db(factory: sessionmaker, ctx: CryptoContext, new_master: Ma
         state.master_kcv, state.rotated_at = new_master.kcv, now
         audit.record(s, "keys.rotate", actor=actor, actor_name=None if actor else "system", object_type="key",
                      object_id=new_master.kcv, detail={"old_kcv": ctx.master.kcv, "new_kcv": new_master.kcv,
-                                                       "rewrapped": total})
+                                                       "rewrapped": total, "content_keys": content})
         s.commit()
     return total
 

@@ -108,7 +108,7 @@ def store_transcript(session: Session, recording_id: str, job_id: str | None, re
 def load_transcript(session: Session, recording_id: str) -> dict | None:
     """The transcript JSON of a recording (as ``hotline transcribe --json``), or None."""
     t = session.scalar(select(Transcript).where(Transcript.recording_id == recording_id))
-    return json.loads(t.data) if t else None
+    return json.loads(t.data) if t is not None and t.data else None  # no data: its content key was purged
 
 
 AudioOpener = Callable[[Recording, Settings], "contextlib.AbstractContextManager[BinaryIO]"]

@@ -37,7 +37,7 @@ def test_decisions(f, p, now_days):
     if f.case_id is not None and f.case_archived_at is None:
         assert not d.purge
     if f.case_id is not None and f.case_archived_at is not None and not f.held:
-        due = p.case_archived_days is not None and now >= f.case_archived_at + timedelta(days=p.case_archived_days)
+        due = p.case_archived_days is not None and now >= max(f.case_archived_at, f.completed_at) + timedelta(days=p.case_archived_days)
         assert d.purge == due, d
     if not f.held and f.case_id is None:
         days_ = p.no_content_days if f.no_content else (p.voicemail_no_case_days if f.kind == "voicemail" else p.other_days)

@@ -38,7 +38,8 @@ def _expected(r, cases, policy_nc):
     completed = NOW - timedelta(days=r["age"])
     if r["case"]:
         arch = cases[r["case"]]["archived_age"]
-        return arch is not None and NOW >= NOW - timedelta(days=arch) + timedelta(days=5 * 365)
+        # counted from the later of the archiving and the recording (an old case's link keeps it the full period)
+        return arch is not None and NOW >= max(NOW - timedelta(days=arch), completed) + timedelta(days=5 * 365)
     if r["no_content"]:
         return policy_nc is not None and NOW >= completed + timedelta(days=policy_nc)
     if r["kind"] == "voicemail":
