@@ -268,12 +268,19 @@ def confirm_stored(session: Session, ctx, recording_id: str, user: User, now: da
 
 def organize(session: Session, recording_id: str, user: User, *, case_id: str | None = None,
              no_content_reason: str | None = None, tags: list[str] | None = None, now: datetime | None = None,
-             ip: str | None = None) -> ReviewAssignment:
-    """Organize: link to a case, or mark "no content" with a reason, or tag (at least one)."""
-    from hotline_api.services import audit
+             ip: str | None = None, settings: Any = None) -> ReviewAssignment:
+    """Organize: link to a case, or mark "no content" with a reason, or tag (at least one). A case
+    is linked only when ``user`` may see it (``case_links.linkable_case``: never another unit's);
+    otherwise ``NotPermitted``, as for a missing case, and nothing changes."""
+    from hotline_api.services import access, audit, case_links
 
     now = now or datetime.now(timezone.utc)
     a = _check_actor(get_assignment(session, recording_id), user)
+    if case_id is not None:
+        try:
+            case_id = case_links.linkable_case(session, user, case_id, settings=settings).id
+        except access.NotVisible:
+            raise NotPermitted("not found") from None
     tags = [t.strip() for t in (tags or []) if t and t.strip()]
     if no_content_reason is not None and not no_content_reason.strip():
         raise ReviewError("a no-content mark needs a reason")

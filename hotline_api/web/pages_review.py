@@ -5,7 +5,7 @@ the byte ranges served to the manager; the page only shows it."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
@@ -14,8 +14,8 @@ from sqlalchemy import select
 from hotline_api.db.session import session_factory
 from hotline_api.models.calls import Call, Recording
 from hotline_api.models.cases import Case
-from hotline_api.models.governance import ReviewAssignment
-from hotline_api.services import access, audit, masking, review, storage
+from hotline_api.models.governance import ReviewAssignment, User
+from hotline_api.services import access, audit, case_links, masking, review, storage
 from hotline_api.web import queries
 from hotline_api.web.core import (
     ManagerUser,
@@ -68,11 +68,13 @@ def _load(session, user, rid: str, settings) -> tuple[ReviewAssignment, Recordin
     return a, rec, call
 
 
-def _status_ctx(session, a: ReviewAssignment, rec: Recording) -> dict:
+def _status_ctx(session, a: ReviewAssignment, rec: Recording, user: User, settings: Any) -> dict:
     case_number = None
-    if a.case_id:
-        c = session.get(Case, a.case_id)
-        case_number = c.number if c else None
+    if a.case_id:  # named only when the user may see the case (a link made before the check: not)
+        try:
+            case_number = case_links.linkable_case(session, user, a.case_id, settings=settings).number
+        except access.NotVisible:
+            case_number = None
     return {"a": a, "rec": rec, "case_number": case_number, "now": datetime.now(timezone.utc),
             "threshold": review.ReviewConfig().listened_threshold}
 
@@ -96,7 +98,7 @@ def detail(request: Request, rid: str, session: SessionDep, settings: SettingsDe
     factory = session_factory(settings.db_url)
     audit.append(factory, "transcript.view" if transcript is not None else "recording.view", actor=user, object_type="recording", object_id=rid, ip=client_ip(request),
                  detail={"page": "review", "transcript": transcript is not None})
-    ctx = _status_ctx(session, a, rec)
+    ctx = _status_ctx(session, a, rec, user, settings)
     ctx.update({"call": call, "segments": segments, "has_transcript": transcript is not None, "job_status": job_status,
                 "audio_url": audio_url(rid), "caller_masked": masking.mask_phone(call.caller_number) if call else None,
                 "cfg_threshold": review.ReviewConfig.from_settings(settings).listened_threshold})
@@ -106,7 +108,7 @@ def detail(request: Request, rid: str, session: SessionDep, settings: SettingsDe
 @router.get("/review/{rid}/status")
 def status_fragment(request: Request, rid: str, session: SessionDep, settings: SettingsDep, user: ManagerUser) -> Response:
     a, rec, _ = _load(session, user, rid, settings)
-    return render(request, "review/_status.html", _status_ctx(session, a, rec))
+    return render(request, "review/_status.html", _status_ctx(session, a, rec, user, settings))
 
 
 @router.post("/review/{rid}/stored")
@@ -126,9 +128,25 @@ def mark_stored(request: Request, rid: str, session: SessionDep, settings: Setti
         session.rollback()
         error = "录音文件不可用（可能已按保留策略销毁）。"
     session.refresh(a)
-    ctx = _status_ctx(session, a, rec)
+    ctx = _status_ctx(session, a, rec, user, settings)
     ctx["error"] = error
     return render(request, "review/_status.html", ctx, status_code=200 if error is None else 409)
+
+
+# the same answer for a number that does not exist and for a case the user may not see (another
+# unit's): the page never tells whether a case exists, nor echoes its number
+CASE_NOT_LINKABLE = "未找到该案件，或您无权关联该案件（只能关联您有权查看的案件），请核对案件编号"
+
+
+def _linkable_case(session, user: User, number: str, settings: Any) -> Case | None:
+    """The case with this number if ``user`` may link to it (``case_links.linkable_case``), else None."""
+    c = session.execute(select(Case).where(Case.number == number)).scalar_one_or_none()
+    if c is None:
+        return None
+    try:
+        return case_links.linkable_case(session, user, c.id, settings=settings)
+    except access.NotVisible:
+        return None
 
 
 @router.post("/review/{rid}/organize")
@@ -142,9 +160,9 @@ def organize(request: Request, rid: str, session: SessionDep, settings: Settings
     kwargs: dict = {"tags": split_list(tags)}
     if mode == "case":
         num = case_number.strip()
-        c = session.execute(select(Case).where(Case.number == num)).scalar_one_or_none() if num else None
+        c = _linkable_case(session, user, num, settings) if num else None
         if c is None:
-            error = f"未找到案件编号“{num}”" if num else "请填写要关联的案件编号"
+            error = CASE_NOT_LINKABLE if num else "请填写要关联的案件编号"
         else:
             kwargs["case_id"] = c.id
     elif mode == "no_content":
@@ -153,15 +171,18 @@ def organize(request: Request, rid: str, session: SessionDep, settings: Settings
         error = "请选择整理方式"
     if error is None:
         try:
-            review.organize(session, rid, user, ip=client_ip(request), **kwargs)
+            review.organize(session, rid, user, ip=client_ip(request), settings=settings, **kwargs)
             session.commit()
+        except review.NotPermitted:
+            session.rollback()
+            error = CASE_NOT_LINKABLE
         except review.ReviewError as e:
             session.rollback()
             error = {"a no-content mark needs a reason": "标记“无实质内容”须填写原因",
                      "link a case, mark no content with a reason, or add tags": "请关联案件、标记无实质内容（附原因）或添加标签"
                      }.get(str(e), str(e))
     session.refresh(a)
-    ctx = _status_ctx(session, a, rec)
+    ctx = _status_ctx(session, a, rec, user, settings)
     ctx["error"] = error
     return render(request, "review/_status.html", ctx, status_code=200 if error is None else 400)
 

@@ -1,6 +1,7 @@
 """Supervisor statistics: the dashboard (counts by day/week/month, category, issue type, place,
 channel, real-name ratio, duplicates, review compliance; each a Chart.js chart plus the numbers) and
-the period analysis report (信访分析), laid out for printing to PDF from the browser."""
+the period analysis report (信访分析), laid out for printing to PDF from the browser. Both count
+only the supervisor's unit (``queries.stats_scope``; a supervisor without a unit: every unit)."""
 from __future__ import annotations
 
 import json
@@ -69,7 +70,8 @@ def stats(request: Request, session: SessionDep, settings: SettingsDep, user: Su
           period: str | None = None, start: str | None = None, end: str | None = None, gran: str | None = None) -> Response:
     today = datetime.now(queries.tz_of(settings)).date()
     p_start, p_end, label = queries.parse_period(_period_from_request(period, start, end, today), today)
-    dash = queries.dashboard(session, p_start, p_end, settings, granularity=gran if gran in GRAN_LABELS else None)
+    dash = queries.dashboard(session, p_start, p_end, settings, granularity=gran if gran in GRAN_LABELS else None,
+                             user=user)
     month_opts = [_shift_months(today.replace(day=1), -i) for i in range(0, 13)]
     quarter = (today.month - 1) // 3 + 1
     return render(request, "sup/stats.html", {
@@ -88,9 +90,9 @@ def report(request: Request, session: SessionDep, settings: SettingsDep, user: S
         q = (today.month - 1) // 3 + 1
         period = f"{today.year}-Q{q}"
     p_start, p_end, label = queries.parse_period(period, today)
-    dash = queries.dashboard(session, p_start, p_end, settings)
+    dash = queries.dashboard(session, p_start, p_end, settings, user=user)
     prev_start, prev_end = previous_period(p_start, p_end)
-    prev = queries.dashboard(session, prev_start, prev_end, settings, granularity="month", totals_only=True)
+    prev = queries.dashboard(session, prev_start, prev_end, settings, granularity="month", totals_only=True, user=user)
     quarters = []
     for y in (today.year, today.year - 1):
         for q in (4, 3, 2, 1):

@@ -1,6 +1,11 @@
 """Supervisor pages: draft review (fields with their evidence highlighted in the transcript, edit,
 register as a case), the case list with filters, the case page (history, deadlines, reporter
-feedback, lifecycle actions), urgent and review alerts to acknowledge, the duty roster."""
+feedback, lifecycle actions), urgent and review alerts to acknowledge, the duty roster.
+
+Unit scoping is the content API's (``services.access``): a supervisor of a unit sees and acts on
+the drafts, cases and alerts of that unit only (anything else answers the 404 page, as a missing
+id); a supervisor without a unit on every unit's. Duplicate links never name another unit's draft
+or case (``services.case_links.duplicate_links``)."""
 from __future__ import annotations
 
 import json
@@ -17,9 +22,9 @@ from hotline_api.db.session import session_factory
 from hotline_api.drafting.classify import CATEGORIES
 from hotline_api.drafting.lexicon import ISSUE_RULES
 from hotline_api.models.calls import Call, Recording
-from hotline_api.models.cases import HANDLING_MODES, Case, CaseDeadline, Draft, DraftCorrection, DraftLink, UrgentAlert
+from hotline_api.models.cases import HANDLING_MODES, Case, CaseDeadline, Draft, DraftCorrection, UrgentAlert
 from hotline_api.models.governance import DutyRoster, ReviewAlert, User
-from hotline_api.services import access, audit, cases as case_svc, masking, review
+from hotline_api.services import access, audit, case_links, cases as case_svc, masking, review
 from hotline_api.services.calendar import WorkCalendar
 from hotline_api.web import queries
 from hotline_api.web.core import (
@@ -74,7 +79,7 @@ def _load_draft(session, user, draft_id: str, settings) -> Draft:
         raise PageNotFound() from None
 
 
-def _draft_ctx(session, d: Draft, settings) -> dict[str, Any]:
+def _draft_ctx(session, d: Draft, settings, user: User) -> dict[str, Any]:
     doc = json.loads(d.fields_json or "{}")
     call = session.get(Call, d.call_id) if d.call_id else None
     mask = masker(access.identity_terms(session, recording_id=d.recording_id, draft=d, call=call))
@@ -82,8 +87,9 @@ def _draft_ctx(session, d: Draft, settings) -> dict[str, Any]:
     summary_masked = mask(doc.get("summary") or "")
     evidence_fields = {k for k, v in (doc.get("evidence") or {}).items() if v}
     case_row = session.get(Case, d.case_id) if d.case_id else None
-    links = session.execute(select(DraftLink).where(DraftLink.draft_id == d.id)).scalars().all()
-    link_cases = {l.earlier_case_id: session.get(Case, l.earlier_case_id) for l in links if l.earlier_case_id}
+    # another unit's earlier draft is never named: no id, no case number (case_links.duplicate_links)
+    links = case_links.duplicate_links(session, user, d, settings=settings)
+    hidden_reasons = access.unique(l.reason for l in links if not l.visible)
     corrections = session.execute(select(DraftCorrection).where(DraftCorrection.draft_id == d.id)
                                   .order_by(DraftCorrection.id)).scalars().all()
     alert = session.execute(select(UrgentAlert).where(UrgentAlert.draft_id == d.id)).scalars().first()
@@ -95,8 +101,10 @@ def _draft_ctx(session, d: Draft, settings) -> dict[str, Any]:
         "summary_text": summary_masked, "summary_editable": summary_masked == (doc.get("summary") or ""),
         "evidence_fields": evidence_fields, "categories": CATEGORIES,
         "issue_types": list(ISSUE_TYPES) + [t for t in (doc.get("issue_types") or []) if t not in ISSUE_TYPES],
-        "subjects": subjects, "places_text": join_list(doc.get("places")), "case_row": case_row, "links": links,
-        "link_cases": link_cases, "corrections": corrections, "alert": alert, "FIELD_LABELS": FIELD_LABELS,
+        "subjects": subjects, "places_text": join_list(doc.get("places")), "case_row": case_row,
+        "links": [l for l in links if l.visible], "hidden_link_reasons": hidden_reasons,
+        "other_unit_text": case_links.OTHER_UNIT_TEXT, "corrections": corrections, "alert": alert,
+        "FIELD_LABELS": FIELD_LABELS,
         "confidence": doc.get("confidence") or {}, "routing": doc.get("routing"),
     }
 
@@ -107,7 +115,7 @@ def draft_page(request: Request, draft_id: str, session: SessionDep, settings: S
     d = _load_draft(session, user, draft_id, settings)
     audit.append(session_factory(settings.db_url), "draft.view", actor=user, object_type="draft", object_id=d.id,
                  ip=client_ip(request))
-    ctx = _draft_ctx(session, d, settings)
+    ctx = _draft_ctx(session, d, settings, user)
     ctx["msg"] = msg[:200]
     return render(request, "sup/draft.html", ctx, active="drafts")
 
@@ -160,7 +168,7 @@ async def draft_save(request: Request, draft_id: str, session: SessionDep, setti
     doc = json.loads(d.fields_json or "{}")
     values, errors = _form_values(form, doc)
     if errors:
-        ctx = _draft_ctx(session, d, settings)
+        ctx = _draft_ctx(session, d, settings, user)
         ctx["errors"] = errors
         return render(request, "sup/draft.html", ctx, status_code=400, active="drafts")
     changed = []
@@ -187,14 +195,14 @@ async def draft_save(request: Request, draft_id: str, session: SessionDep, setti
         session.commit()
     except case_svc.CaseError as e:
         session.rollback()
-        ctx = _draft_ctx(session, d, settings)
+        ctx = _draft_ctx(session, d, settings, user)
         ctx["errors"] = [f"保存失败：{e}"]
         return render(request, "sup/draft.html", ctx, status_code=400, active="drafts")
     if action == "register":
         try:
             c = case_svc.register_draft(session_factory(settings.db_url), d.id, user.username, settings=settings)
         except case_svc.CaseError as e:
-            ctx = _draft_ctx(session, d, settings)
+            ctx = _draft_ctx(session, d, settings, user)
             ctx["errors"] = [f"受理失败：{e}"]
             return render(request, "sup/draft.html", ctx, status_code=409, active="drafts")
         audit.append(session_factory(settings.db_url), "case.register", actor=user, object_type="case", object_id=c.id,
@@ -318,20 +326,44 @@ def _case_error_text(msg: str) -> str:
 
 # ------------------------------------------------------------------------------------ alerts
 @router.get("/alerts")
-def alerts(request: Request, session: SessionDep, user: SupervisorUser) -> Response:
+def alerts(request: Request, session: SessionDep, settings: SettingsDep, user: SupervisorUser) -> Response:
+    """The alerts of the supervisor's unit (the API's rule: urgent ones of the drafts they may see,
+    review ones of their unit or of none; a supervisor without a unit sees every unit's)."""
     return render(request, "sup/alerts.html", {
-        "urgent": queries.open_urgent_alerts(session), "acked": queries.recent_acknowledged_alerts(session),
+        "urgent": queries.open_urgent_alerts(session, user, settings),
+        "acked": queries.recent_acknowledged_alerts(session, user, settings),
         "review_alerts": queries.open_review_alerts(session, user),
     }, active="alerts")
+
+
+def _load_urgent_alert(session, user, alert_id: str, settings) -> UrgentAlert:
+    """An urgent alert of a draft the user may see, else a 404 page (as ``POST /api/alerts/{id}/ack``)."""
+    try:
+        a = session.get(UrgentAlert, access.check_id(alert_id))
+    except access.NotVisible:
+        raise PageNotFound() from None
+    if a is None or not access.can_see_draft(session, user, session.get(Draft, a.draft_id), settings=settings):
+        raise PageNotFound()
+    return a
+
+
+def _load_review_alert(session, user, alert_id: str) -> ReviewAlert:
+    """A review alert of the user's unit (or of no unit), else a 404 page (as ``POST
+    /api/review/alerts/{id}/ack``: a supervisor without a unit may acknowledge any)."""
+    try:
+        a = session.get(ReviewAlert, access.check_id(alert_id))
+    except access.NotVisible:
+        raise PageNotFound() from None
+    if a is None or (user.unit and a.unit not in (None, user.unit)):
+        raise PageNotFound()
+    return a
 
 
 @router.post("/alerts/urgent/{alert_id}/ack")
 async def ack_urgent(request: Request, alert_id: str, session: SessionDep, settings: SettingsDep,
                      user: SupervisorUser) -> Response:
+    a = _load_urgent_alert(session, user, alert_id, settings)
     form = await request.form()
-    a = session.get(UrgentAlert, alert_id) if len(alert_id) <= 64 else None
-    if a is None:
-        raise PageNotFound()
     try:
         case_svc.acknowledge_alert(session, a.id, user.username, (form.get("note") or "").strip()[:500] or None)
     except case_svc.CaseError:
@@ -343,8 +375,9 @@ async def ack_urgent(request: Request, alert_id: str, session: SessionDep, setti
 
 @router.post("/alerts/review/{alert_id}/ack")
 def ack_review(request: Request, alert_id: str, session: SessionDep, user: SupervisorUser) -> Response:
+    a = _load_review_alert(session, user, alert_id)
     try:
-        review.acknowledge_alert(session, alert_id, user)
+        review.acknowledge_alert(session, a.id, user)
         session.commit()
     except review.NotPermitted:
         raise PageNotFound() from None

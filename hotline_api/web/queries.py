@@ -10,7 +10,9 @@ zone's UTC offset at the start of the period (exact for Asia/Shanghai, which has
 Access: lists of content (drafts, cases) apply ``services.access`` as SQL (a supervisor with a
 unit sees drafts/cases of recordings of that unit, and those without a recording; without a unit,
 everything). Case filters by issue type / place match a whole JSON string element of the case
-document. The dashboard shows aggregate counts (no content, no identity).
+document. The dashboard shows aggregate counts (no content, no identity) of the supervisor's unit
+(``stats_scope``: the same rules as SQL; without a unit, every unit's); the alert lists follow the
+API's rules (``open_urgent_alerts``, ``open_review_alerts``).
 """
 from __future__ import annotations
 
@@ -106,6 +108,39 @@ def draft_visible_clause(user: User, settings: Any = None):
     if not user.unit:
         return literal(True)
     return or_(Draft.recording_id.is_(None), Draft.recording_id.in_(access.visible_recording_ids(user, settings=settings)))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a user's statistics count: WHERE clauses over ``Call``, ``Case``, ``Draft`` and
+    ``ReviewAssignment`` (the rules of ``services.access`` as SQL)."""
+
+    calls: Any
+    cases: Any
+    drafts: Any
+    assignments: Any
+
+
+def stats_scope(session: Session, user: User | None, settings: Any = None) -> Scope | None:
+    """The dashboard's scope for ``user``: None (every unit) for a supervisor without a unit, as the
+    content API lets them see everything, and for ``user=None`` (no user: the CLI, tests); a unit
+    supervisor counts the calls, cases, drafts and review items of their unit (``access.call_clause``,
+    ``draft_visible_clause``, ``access.visible_recording_ids``); anyone else nothing."""
+    from hotline_api.services import access
+
+    if user is None or (user.role == "supervisor" and user.active and not user.unit):
+        return None
+    if user.role != "supervisor" or not user.active:
+        return Scope(literal(False), literal(False), literal(False), literal(False))
+    drafts = draft_visible_clause(user, settings)
+    return Scope(
+        calls=access.call_clause(session, user, settings=settings),
+        # explicit correlation: the statements these go into may select from drafts / assignments too
+        cases=exists(select(Draft.id).where(Draft.id == Case.draft_id, drafts).correlate(Case)),
+        drafts=drafts,
+        assignments=ReviewAssignment.recording_id.in_(
+            access.visible_recording_ids(user, settings=settings).correlate(None)),
+    )
 
 
 # ----------------------------------------------------------------------------- review queue
@@ -222,30 +257,43 @@ def cases_page(session: Session, user: User, f: CaseFilters, today: date, soon_u
 
 
 # ----------------------------------------------------------------------------------- alerts
-def open_urgent_alerts(session: Session, limit: int = 100) -> list[tuple[UrgentAlert, Draft]]:
-    return list(session.execute(select(UrgentAlert, Draft).join(Draft, Draft.id == UrgentAlert.draft_id)
-                                .where(UrgentAlert.status == "open").order_by(UrgentAlert.created_at).limit(limit)).all())
+# Urgent alerts are those of the drafts the user may see (``access.visible_urgent_alerts``, the rule
+# of ``GET /api/alerts``); review alerts those of the user's unit or of no unit (``review.open_alerts``,
+# the rule of ``GET /api/review/alerts``). A supervisor without a unit sees every unit's; anyone but
+# a supervisor none.
+def _review_alert_clause(user: User):
+    if user.role != "supervisor":
+        return literal(False)
+    if not user.unit:
+        return literal(True)
+    return or_(ReviewAlert.unit == user.unit, ReviewAlert.unit.is_(None))
 
 
-def recent_acknowledged_alerts(session: Session, limit: int = 20) -> list[tuple[UrgentAlert, Draft]]:
+def open_urgent_alerts(session: Session, user: User, settings: Any = None, limit: int = 100
+                       ) -> list[tuple[UrgentAlert, Draft]]:
     return list(session.execute(select(UrgentAlert, Draft).join(Draft, Draft.id == UrgentAlert.draft_id)
-                                .where(UrgentAlert.status != "open").order_by(UrgentAlert.acknowledged_at.desc())
-                                .limit(limit)).all())
+                                .where(UrgentAlert.status == "open", draft_visible_clause(user, settings))
+                                .order_by(UrgentAlert.created_at).limit(limit)).all())
+
+
+def recent_acknowledged_alerts(session: Session, user: User, settings: Any = None, limit: int = 20
+                               ) -> list[tuple[UrgentAlert, Draft]]:
+    return list(session.execute(select(UrgentAlert, Draft).join(Draft, Draft.id == UrgentAlert.draft_id)
+                                .where(UrgentAlert.status != "open", draft_visible_clause(user, settings))
+                                .order_by(UrgentAlert.acknowledged_at.desc()).limit(limit)).all())
 
 
 def open_review_alerts(session: Session, user: User, limit: int = 100) -> list[ReviewAlert]:
-    stmt = select(ReviewAlert).where(ReviewAlert.acknowledged_at.is_(None))
-    if user.unit:
-        stmt = stmt.where(or_(ReviewAlert.unit == user.unit, ReviewAlert.unit.is_(None)))
+    stmt = select(ReviewAlert).where(ReviewAlert.acknowledged_at.is_(None), _review_alert_clause(user))
     return list(session.execute(stmt.order_by(ReviewAlert.created_at).limit(limit)).scalars())
 
 
-def alert_counts(session: Session, user: User) -> dict[str, int]:
-    urgent = session.execute(select(func.count(UrgentAlert.id)).where(UrgentAlert.status == "open")).scalar_one()
-    stmt = select(func.count(ReviewAlert.id)).where(ReviewAlert.acknowledged_at.is_(None))
-    if user.unit:
-        stmt = stmt.where(or_(ReviewAlert.unit == user.unit, ReviewAlert.unit.is_(None)))
-    return {"urgent": urgent, "review": session.execute(stmt).scalar_one()}
+def alert_counts(session: Session, user: User, settings: Any = None) -> dict[str, int]:
+    urgent = session.execute(select(func.count(UrgentAlert.id)).join(Draft, Draft.id == UrgentAlert.draft_id)
+                             .where(UrgentAlert.status == "open", draft_visible_clause(user, settings))).scalar_one()
+    review = session.execute(select(func.count(ReviewAlert.id)).where(ReviewAlert.acknowledged_at.is_(None),
+                                                                      _review_alert_clause(user))).scalar_one()
+    return {"urgent": urgent, "review": review}
 
 
 # --------------------------------------------------------------------------- operator calls
@@ -412,10 +460,11 @@ def _bucket_bounds(start: date, end: date, granularity: str, a_utc: datetime, b_
 
 
 def _call_series(session: Session, start: date, end: date, granularity: str, a_utc: datetime, b_utc: datetime,
-                 off: int) -> Series:
+                 off: int, scope: Scope | None = None) -> Series:
     """Calls per bucket and channel (other channels count as "call"). One statement: a VALUES list of
     the buckets' UTC bounds, each counted by index range on ``ix_calls_created`` (created_at,
-    channel, status) - no per-row day computation and no GROUP BY sort over the period's calls."""
+    channel, status) - no per-row day computation and no GROUP BY sort over the period's calls.
+    ``scope``: only the calls it admits (a unit's)."""
     bounds = _bucket_bounds(start, end, granularity, a_utc, b_utc, off)  # <= 3661 buckets (parse_period)
     labels = [_bucket_label(k, granularity) for k in _buckets(start, end, granularity)]
     vals = {c: [0] * len(labels) for c in CALL_CHANNELS}
@@ -423,6 +472,8 @@ def _call_series(session: Session, start: date, end: date, granularity: str, a_u
         b = (values(column("k", Integer), column("lo", UTCDateTime()), column("hi", UTCDateTime()), name="buckets")
              .data(bounds).cte("buckets"))
         in_bucket = and_(Call.created_at >= b.c.lo, Call.created_at < b.c.hi)
+        if scope is not None:
+            in_bucket = and_(in_bucket, scope.calls)
         total = select(func.count()).where(in_bucket).scalar_subquery()
         vm = select(func.count()).where(in_bucket, Call.channel == "voicemail").scalar_subquery()
         for k, n, n_vm in session.execute(select(b.c.k, total, vm)):
@@ -441,27 +492,49 @@ _STATUS_COUNTS = text(
 ).bindparams(bindparam("a", type_=UTCDateTime()), bindparam("b", type_=UTCDateTime()))
 
 
-def _call_statuses(session: Session, a_utc: datetime, b_utc: datetime) -> dict[str, int]:
-    """Calls by status in [a_utc, b_utc) (statuses without calls in the period left out)."""
-    return {str(st): int(n) for st, n in session.execute(_STATUS_COUNTS, {"a": a_utc, "b": b_utc}) if n}
+def _call_statuses(session: Session, a_utc: datetime, b_utc: datetime, scope: Scope | None = None) -> dict[str, int]:
+    """Calls by status in [a_utc, b_utc) (statuses without calls in the period left out); with a
+    ``scope``, only the calls it admits (an index range of the period, then the unit's rule)."""
+    if scope is None:
+        return {str(st): int(n) for st, n in session.execute(_STATUS_COUNTS, {"a": a_utc, "b": b_utc}) if n}
+    stmt = (select(Call.status, func.count()).where(Call.created_at >= a_utc, Call.created_at < b_utc, scope.calls)
+            .group_by(Call.status))
+    return {str(st): int(n) for st, n in session.execute(stmt) if n}
 
 
-def _json_array_counts(session: Session, key: str, where_sql: str, params: dict, limit: int | None = None
-                       ) -> list[tuple[str, int]]:
+def _json_array_counts(session: Session, key: str, where_sql: str, params: dict, limit: int | None = None,
+                       scope: Scope | None = None) -> list[tuple[str, int]]:
     """Counts of the issue types / places (``key``) over the cases matching ``where_sql``.
 
     ``CROSS JOIN`` (an inner join whose condition is in WHERE, on every backend) keeps SQLite's join
     order cases -> facets without planner statistics: the period's cases from the covering index
-    ``ix_cases_stats``, then each case's facets from the covering ``ix_case_facets_stats``."""
+    ``ix_cases_stats``, then each case's facets from the covering ``ix_case_facets_stats``.
+    ``scope``: only the cases it admits (the period's cases in ``params['s']``..``params['e']``)."""
+    if scope is not None:
+        return _scoped_facet_counts(session, key, params["s"], params["e"], scope, limit)
     lim = f" LIMIT {int(limit)}" if limit else ""
     sql = (f"SELECT f.value AS v, COUNT(*) AS n FROM cases CROSS JOIN case_facets f WHERE f.case_id = cases.id "
            f"AND f.facet = :facet_key AND {where_sql} GROUP BY f.value ORDER BY n DESC, v{lim}")
     return [(str(v), int(n)) for v, n in session.execute(text(sql), {**params, "facet_key": key}) if v not in (None, "")]
 
-def compliance_agg(session: Session, start_utc: datetime, end_utc: datetime, now: datetime | None = None
-                   ) -> tuple[list[ComplianceAgg], ComplianceAgg]:
+def _scoped_facet_counts(session: Session, key: str, start: date, end: date, scope: Scope, limit: int | None
+                         ) -> list[tuple[str, int]]:
+    from hotline_api.models.cases import CaseFacet
+
+    n = func.count().label("n")
+    stmt = (select(CaseFacet.value, n).select_from(Case).join(CaseFacet, CaseFacet.case_id == Case.id)
+            .where(CaseFacet.facet == key, Case.received_on >= start, Case.received_on < end, scope.cases)
+            .group_by(CaseFacet.value).order_by(n.desc(), CaseFacet.value))
+    if limit:
+        stmt = stmt.limit(int(limit))
+    return [(str(v), int(c)) for v, c in session.execute(stmt) if v not in (None, "")]
+
+
+def compliance_agg(session: Session, start_utc: datetime, end_utc: datetime, now: datetime | None = None,
+                   scope: Scope | None = None) -> tuple[list[ComplianceAgg], ComplianceAgg]:
     """Review compliance of items assigned in [start_utc, end_utc), per manager (same counting as
-    ``services.review.compliance_report``, in one GROUP BY)."""
+    ``services.review.compliance_report``, in one GROUP BY); with a ``scope``, only the items of
+    the recordings it admits (a unit's)."""
     now = now or datetime.now(timezone.utc)
     a = ReviewAssignment
     # index-only over ix_review_assignments_stats; COUNT of a column / of a CASE without ELSE counts
@@ -470,7 +543,8 @@ def compliance_agg(session: Session, start_utc: datetime, end_utc: datetime, now
     stmt = (select(a.manager_id, func.count(), func.count(a.completed_at),
                    func.count(case((a.completed_at <= a.due_at, 1))),
                    func.count(case((and_(a.completed_at.is_(None), a.due_at < now), 1))))
-            .where(a.assigned_at >= start_utc, a.assigned_at < end_utc).group_by(a.manager_id))
+            .where(a.assigned_at >= start_utc, a.assigned_at < end_utc, *([scope.assignments] if scope else []))
+            .group_by(a.manager_id))
     rows = session.execute(stmt).all()
     ids = [r[0] for r in rows if r[0]]
     names = {u.id: (u.display_name or u.username) for u in session.execute(select(User).where(User.id.in_(ids))).scalars()} if ids else {}
@@ -487,19 +561,23 @@ def compliance_agg(session: Session, start_utc: datetime, end_utc: datetime, now
 
 
 def dashboard(session: Session, start: date, end: date, settings: Any = None, granularity: str | None = None,
-              now: datetime | None = None, totals_only: bool = False) -> Dashboard:
+              now: datetime | None = None, totals_only: bool = False, user: User | None = None) -> Dashboard:
     """All dashboard figures for local days [start, end). ``totals_only``: only the totals (calls by
     channel and status, cases, real name, urgent, duplicates), e.g. for the previous period of a
-    report; the breakdowns stay empty."""
+    report; the breakdowns stay empty. ``user``: count only what they may see (``stats_scope``: a
+    unit supervisor their unit's); without one, every unit's."""
     tz = tz_of(settings)
     granularity = granularity or pick_granularity(start, end)
     a_utc, b_utc = local_range_utc(start, end, tz)
     off = _offset_minutes(tz, start)
-    calls = _call_series(session, start, end, granularity, a_utc, b_utc, off)
+    scope = stats_scope(session, user, settings)
+    calls = _call_series(session, start, end, granularity, a_utc, b_utc, off, scope)
     by_channel = {c: calls.total(c) for c in CALL_CHANNELS}
-    by_status = _call_statuses(session, a_utc, b_utc)
-    # cases received in the period
+    by_status = _call_statuses(session, a_utc, b_utc, scope)
+    # cases received in the period (of the scope)
     in_period = and_(Case.received_on >= start, Case.received_on < end)
+    if scope is not None:
+        in_period = and_(in_period, scope.cases)
     crow = session.execute(select(func.count(Case.id), func.sum(case((Case.real_name.is_(True), 1), else_=0)),
                                   func.sum(case((Case.urgent.is_(True), 1), else_=0))).where(in_period)).one()
     cases_total, real_name, urgent = int(crow[0] or 0), int(crow[1] or 0), int(crow[2] or 0)
@@ -525,11 +603,12 @@ def dashboard(session: Session, start: date, end: date, settings: Any = None, gr
     if totals_only:
         by_issue, by_place, drow, (comp, comp_total) = [], [], (0, 0), ([], None)
     else:
-        by_issue = _json_array_counts(session, "issue_types", where_sql, params)
-        by_place = _json_array_counts(session, "places", where_sql, params, limit=15)
+        by_issue = _json_array_counts(session, "issue_types", where_sql, params, scope=scope)
+        by_place = _json_array_counts(session, "places", where_sql, params, limit=15, scope=scope)
         drow = session.execute(select(func.count(), func.count(case((Draft.status == "draft", 1))))
-                               .where(Draft.received_at >= a_utc, Draft.received_at < b_utc)).one()
-        comp, comp_total = compliance_agg(session, a_utc, b_utc, now)
+                               .where(Draft.received_at >= a_utc, Draft.received_at < b_utc,
+                                      *([scope.drafts] if scope else []))).one()
+        comp, comp_total = compliance_agg(session, a_utc, b_utc, now, scope)
     return Dashboard(
         start=start, end=end, granularity=granularity, calls=calls, calls_total=sum(by_channel.values()),
         calls_by_channel=by_channel, calls_by_status=by_status,
