@@ -6,7 +6,7 @@
 | case deadline reminders: due in 3 working days, overdue | daily 08:30 / 08:35 (Asia/Shanghai) |
 | retention purge (crypto-shredding) | daily 02:30 |
 | audit chain verification (logged; failure is an error), then its head anchored outside the DB | daily 03:30 |
-| audit chain head anchored (earlier anchors checked) | every 15 minutes |
+| audit chain head anchored once the entries since the last anchor verify (failure: an error, no anchor) | every 15 minutes |
 | expired export bundles deleted | hourly |
 | draft sweep: transcripts of the last day left without a draft (a worker died after the commit) | every 10 minutes |
 | SQLite planner statistics (`ANALYZE` with an analysis limit) | daily 04:00 |
@@ -33,28 +33,30 @@ def retention_job(factory: sessionmaker[Session], settings: Settings) -> None:
 
 
 def audit_verify_job(factory: sessionmaker[Session], settings: Settings) -> None:
+    """The whole chain, every anchor, and every anchor the log records as written; then the head is
+    anchored (and that recorded). A failure is an error in the log and nothing is anchored."""
     from hotline_api.services import audit
 
     anchors = audit.anchor_log(settings)
     with factory() as s:
         result = audit.verify(s, anchors)
     if result.ok:
-        if result.head_seq is not None:
-            anchors.append(result.head_seq, result.head_hash)
+        audit.anchor_head(factory, anchors, result)
         log.info("audit chain verified: %d entries, head #%s %s", result.count, result.head_seq, result.head_hash)
     else:
         log.error("AUDIT CHAIN BROKEN: %s", result.problem)
 
 
 def audit_anchor_job(factory: sessionmaker[Session], settings: Settings) -> None:
-    """Anchor the chain's head outside the database (cheap: earlier anchors are checked, the chain
-    is walked only by the daily verification)."""
+    """Anchor the chain's head outside the database, after checking the entries written since the
+    last anchor (each links and matches its hash; the last anchored entry is unchanged; the anchor
+    file holds every anchor the log records). Cheap: the full walk is the daily verification's. A
+    failure is reported as the daily verification reports one, and nothing is anchored."""
     from hotline_api.services import audit
 
-    with factory() as s:
-        result = audit.anchor(s, audit.anchor_log(settings))
+    result = audit.anchor_and_record(factory, audit.anchor_log(settings))
     if not result.ok:
-        log.error("AUDIT LOG ALTERED: %s", result.problem)
+        log.error("AUDIT CHAIN BROKEN: %s (anchor job: nothing anchored)", result.problem)
 
 
 def draft_sweep_job(factory: sessionmaker[Session], settings: Settings, min_age_s: float = 120.0,

@@ -8,6 +8,12 @@ each line with an HMAC under a key the database does not hold. Verification then
 every anchored entry to be present with the anchored hash: removing the tail of the log, or
 rewriting it from an anchored point, is detected.
 
+Once an anchor is written, the audit log itself records it (an ``audit.anchor`` entry naming how
+many anchors the file then held, and the anchored entry and hash: ``RecordedAnchor``), so that a
+deleted, emptied or truncated anchor file reads as tampering (``check_recorded``), not as "never
+anchored". The file may hold more anchors than the log records (a crash between the file's append
+and the entry's commit), never fewer.
+
 Line format (text, one per anchor): ``<seq> <hash> <ISO time> <hmac hex>``.
 """
 from __future__ import annotations
@@ -31,6 +37,17 @@ class Anchor:
     hash: str
     at: str
     line: int = 0
+
+
+@dataclass(frozen=True)
+class RecordedAnchor:
+    """What the audit log records of an anchor it was given: the file then held ``count`` anchors,
+    the last of them being entry ``seq`` with ``hash``. ``entry_seq``: the recording entry."""
+
+    count: int
+    seq: int
+    hash: str
+    entry_seq: int | None = None
 
 
 def _mac(key: bytes, seq: int, hash_: str, at: str) -> str:
@@ -97,4 +114,29 @@ def check_anchors(anchors: Iterable[Anchor], hash_at: Callable[[int], str | None
                     f"#{(head_seq or 0) + 1}..#{a.seq} at least were removed")
         if h != a.hash:
             return f"entry #{a.seq} differs from its anchor of {a.at}: the log was rewritten from there"
+    return ""
+
+
+def check_recorded(anchors: list[Anchor], recorded: RecordedAnchor, path: str | Path) -> str:
+    """'' if the anchor file (``anchors``, as read from ``path``) still holds the anchor the audit log
+    records as written, else what is wrong, in Chinese and English."""
+    held, k = len(anchors), recorded.count
+    where = f"entry #{recorded.entry_seq} of the audit log" if recorded.entry_seq else "the audit log"
+    if held == 0:
+        exists = Path(path).exists()
+        gone, gone_zh = ("is empty", "为空") if exists else ("does not exist", "不存在")
+        return (f"锚点文件缺失：审计日志记录已写入 {k} 个锚点（最后一个锚定 #{recorded.seq}），"
+                f"但锚点文件{gone_zh}，可能被删除或替换，请从备份恢复 / "
+                f"anchor file missing: {path} {gone}, but {where} records "
+                f"{k} anchor(s) written (the last of entry #{recorded.seq}): the file was deleted or replaced "
+                f"(restore it from its backup)")
+    if held < k:
+        return (f"锚点文件被截断：审计日志记录已写入 {k} 个锚点，文件中只有 {held} 个 / anchor file truncated: "
+                f"{path} holds {held} anchor(s), but {where} records {k} written (anchor {k}: entry "
+                f"#{recorded.seq}): anchors were removed from the file")
+    a = anchors[k - 1]
+    if a.seq != recorded.seq or a.hash != recorded.hash:
+        return (f"锚点文件被改写：第 {k} 个锚点与审计日志的记录不符 / anchor file rewritten: anchor {k} in "
+                f"{path} (line {a.line}) is entry #{a.seq} {a.hash[:16]}..., but {where} records entry "
+                f"#{recorded.seq} {recorded.hash[:16]}...")
     return ""

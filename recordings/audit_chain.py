@@ -7,6 +7,9 @@ names the first entry that breaks the chain:
 * an edited entry: its stored hash no longer matches its content;
 * a deleted entry: the next entry's sequence number jumps and its ``prev_hash`` does not match;
 * reordered (swapped) entries: the first moved entry has the wrong sequence number or prev hash.
+
+The walk can also start after an entry already known good (``after_seq``/``after_hash``: the last
+anchored entry), so that only the entries written since are read.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ class ChainProblem:
     reason: str
 
     def __str__(self) -> str:
+        if self.seq is None:  # not one entry: the anchors outside the database
+            return f"audit anchors (after {self.position} entries): {self.reason}"
         return f"audit entry #{self.seq} (position {self.position}): {self.reason}"
 
 
@@ -47,10 +52,15 @@ class ChainResult:
     problem: ChainProblem | None = None
 
 
-def verify_chain(entries: Iterable[Mapping[str, Any]]) -> ChainResult:
-    """``entries``: mappings with the hashed fields plus ``hash``, in ascending ``seq`` order."""
-    prev_hash, expected_seq, count, last_seq = GENESIS, 1, 0, None
-    for position, e in enumerate(entries, start=1):
+def verify_chain(entries: Iterable[Mapping[str, Any]], *, after_seq: int = 0, after_hash: str = GENESIS) -> ChainResult:
+    """``entries``: mappings with the hashed fields plus ``hash``, in ascending ``seq`` order.
+
+    With ``after_seq``/``after_hash`` the entries are those after entry ``after_seq``, whose hash
+    (checked by the caller) is ``after_hash``: the first must link to it. Counts and positions then
+    include the ``after_seq`` entries before (as a walk from the start would give them)."""
+    prev_hash, expected_seq, count = after_hash, after_seq + 1, after_seq
+    last_seq: int | None = after_seq or None
+    for position, e in enumerate(entries, start=after_seq + 1):
         seq = e.get("seq")
         if seq != expected_seq:
             what = "missing entries before it (deleted?)" if isinstance(seq, int) and seq > expected_seq else "out of order"

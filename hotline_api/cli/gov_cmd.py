@@ -14,7 +14,8 @@ def register(sub) -> None:
     a = sub.add_parser("audit", help="audit log")
     sa = a.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
     sa.required = True
-    v = sa.add_parser("verify", help="check the audit hash chain; exit 1 naming the first bad entry")
+    v = sa.add_parser("verify", help="check the audit hash chain and its anchors (a deleted or truncated anchor "
+                                     "file is tampering); exit 1 naming the first bad entry or the anchor problem")
     v.set_defaults(func=_audit_verify)
 
     k = sub.add_parser("keys", help="master key and encryption at rest")
@@ -78,13 +79,22 @@ def _audit_verify(args) -> int:
     if result.ok:
         print(f"audit chain OK: {result.count} entries, head #{result.head_seq} {result.head_hash}")
         if result.head_seq is not None:
-            anchors.append(result.head_seq, result.head_hash)
-            print(f"anchored in {anchors.path} (also keep the head above outside this machine)")
+            written = audit.anchor_head(factory, anchors, result)
+            print(f"anchored in {anchors.path} (also keep the head above outside this machine)" if written else
+                  f"head already anchored in {anchors.path}")
+        else:
+            print("no entries yet (nothing to anchor)")
         return 0
-    print(f"audit chain BROKEN at {result.problem}", file=sys.stderr)
-    if result.problem.seq is not None:
-        print(f"first bad entry: #{result.problem.seq}")
-    print(f"{result.count} entries verified before it")
+    p = result.problem
+    print("审计日志校验失败（可能被篡改），未写入新的锚点 / audit log verification FAILED (possible tampering); "
+          "nothing anchored", file=sys.stderr)
+    if p.seq is not None:
+        print(f"audit chain BROKEN at {p}", file=sys.stderr)
+        print(f"first bad entry: #{p.seq}")
+        print(f"{result.count} entries verified before it")
+    else:
+        print(f"audit anchors BROKEN: {p.reason}", file=sys.stderr)
+        print(f"the chain itself links ({result.count} entries), but its anchors outside the database do not hold")
     return 1
 
 

@@ -1,5 +1,6 @@
 """`hotline users add NAME --role ROLE [--password-stdin]`, `hotline users bootstrap-admin`,
-`hotline users list`, `hotline users reset-password NAME`."""
+`hotline users list`, `hotline users reset-password NAME [--password-stdin]` (either way the user
+must change the password at next login)."""
 from __future__ import annotations
 
 import sys
@@ -35,8 +36,11 @@ def register(sub) -> None:
     ls = s.add_parser("list", help="list users")
     ls.set_defaults(func=_list)
 
-    reset = s.add_parser("reset-password", help="give a user a new one-time password")
+    reset = s.add_parser("reset-password", help="give a user a new one-time password (or set one from stdin); "
+                                                "the user must change it at next login")
     reset.add_argument("name")
+    reset.add_argument("--password-stdin", action="store_true",
+                       help="read the new password from stdin; otherwise a one-time password is printed")
     reset.set_defaults(func=_reset)
 
 
@@ -106,13 +110,26 @@ def _list(args) -> int:
 def _reset(args) -> int:
     from hotline_api.services import auth
 
+    chosen = None
+    if args.password_stdin:
+        chosen = sys.stdin.readline().rstrip("\r\n")
+        if not chosen:
+            raise CliError("no password on stdin")
     settings, factory = _factory()
     with factory() as s:
         user = s.execute(select(User).where(User.username == args.name)).scalar_one_or_none()
         if user is None:
             raise CliError(f"no user {args.name!r}")
-        pw = auth.generate_password()
-        auth.set_password(s, user, pw, settings=settings, one_time=True, actor=None)
+        pw = chosen or auth.generate_password()
+        try:
+            auth.set_password(s, user, pw, settings=settings, one_time=chosen is None, must_change=True,
+                              actor_name="cli")
+        except auth.UserError as e:
+            raise CliError(str(e)) from None
         s.commit()
-    print(f"one-time password for {args.name}: {pw}")
+    if chosen is None:
+        print(f"one-time password for {args.name}: {pw}")
+    else:
+        print(f"password set for {args.name}")
+    print("(must be changed at next login; every session of the user ended)")
     return 0

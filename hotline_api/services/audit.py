@@ -8,6 +8,12 @@ never removed by retention. Two ways to write:
   or views, logins), so a busy business transaction never holds up the log.
 
 Detail must never contain identity values (caller number, reporter name/phone) in clear.
+
+Anchors (``recordings/audit_anchor.py``): the chain's head is written to a file outside the
+database every 15 minutes (``anchor_and_record``: only after the entries since the last anchor were
+checked, so a forged chain is never anchored) and after the daily full ``verify``. Each anchor
+written is then recorded in the chain itself (an ``audit.anchor`` entry with the file's anchor
+count), so a deleted or truncated anchor file is reported as tampering, not read as "no anchors".
 """
 from __future__ import annotations
 
@@ -16,14 +22,14 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hotline_api.models.governance import AuditEntry
-from recordings.audit_anchor import AnchorError, AnchorLog, check_anchors
+from recordings.audit_anchor import Anchor, AnchorError, AnchorLog, RecordedAnchor, check_anchors, check_recorded
 from recordings.audit_chain import GENESIS, ChainProblem, ChainResult, canonical_json, entry_hash, verify_chain
 
 log = logging.getLogger(__name__)
@@ -118,8 +124,9 @@ def append(factory: sessionmaker, action: str, attempts: int = 8, **kw: Any) -> 
     raise RuntimeError("unreachable")
 
 
-def iter_entries(session: Session, batch: int = 1000) -> Iterator[dict[str, Any]]:
-    last = 0
+def iter_entries(session: Session, batch: int = 1000, after: int = 0) -> Iterator[dict[str, Any]]:
+    """Every entry after entry ``after``, in sequence order (read in batches)."""
+    last = after
     while True:
         rows = session.execute(
             select(AuditEntry).where(AuditEntry.seq > last).order_by(AuditEntry.seq).limit(batch)
@@ -140,42 +147,172 @@ def anchor_log(settings) -> AnchorLog:
     return AnchorLog(settings.audit_anchor_path, load_or_create(settings, "audit_anchor"))
 
 
-def _check_anchors(session: Session, anchors: AnchorLog, result: ChainResult) -> ChainResult:
+# ------------------------------------------------------------------------------------- anchors
+ANCHOR_ACTION = "audit.anchor"  # the audit log's own record that an anchor was written
+
+
+def _recorded(fields: dict[str, Any]) -> RecordedAnchor | str:
+    d = fields.get("detail") or {}
+    try:
+        return RecordedAnchor(int(d["count"]), int(d["seq"]), str(d["hash"]), fields.get("seq"))
+    except (KeyError, TypeError, ValueError):
+        return f"{ANCHOR_ACTION} entry #{fields.get('seq')} is unreadable: {d!r}"
+
+
+def _latest_recorded(session: Session) -> RecordedAnchor | str | None:
+    e = session.execute(select(AuditEntry).where(AuditEntry.action == ANCHOR_ACTION)
+                        .order_by(AuditEntry.seq.desc()).limit(1)).scalar_one_or_none()
+    return None if e is None else _recorded(entry_fields(e))
+
+
+def _hashes(session: Session, seqs: Iterable[int]) -> dict[int, str]:
+    """The stored hashes of entries ``seqs`` (batched lookups by primary key)."""
+    wanted, out = sorted(set(seqs)), {}
+    for i in range(0, len(wanted), 500):
+        out.update((seq, h) for seq, h in session.execute(select(AuditEntry.seq, AuditEntry.hash)
+                                                            .where(AuditEntry.seq.in_(wanted[i:i + 500]))))
+    return out
+
+
+def _broken(result: ChainResult, seq: int | None, reason: str) -> ChainResult:
+    return ChainResult(False, result.count, result.head_seq, result.head_hash, ChainProblem(seq, result.count, reason))
+
+
+def _check_anchors(session: Session, anchors: AnchorLog, result: ChainResult,
+                   recorded: Iterable[RecordedAnchor | str] = ()) -> ChainResult:
+    """Every anchored entry is still there with its anchored hash, and the file still holds every
+    anchor the audit log records as written (``recorded``)."""
     try:
         marks = anchors.read()
     except AnchorError as e:
-        return ChainResult(False, result.count, result.head_seq, result.head_hash,
-                           ChainProblem(None, result.count, str(e)))
-
-    def hash_at(seq: int) -> str | None:
-        return session.execute(select(AuditEntry.hash).where(AuditEntry.seq == seq)).scalar()
-
-    problem = check_anchors(marks, hash_at, result.head_seq)
-    if not problem:
-        return result
-    seq = next((a.seq for a in marks if hash_at(a.seq) != a.hash), None)
-    return ChainResult(False, result.count, result.head_seq, result.head_hash,
-                       ChainProblem(seq, result.count, problem))
+        return _broken(result, None, str(e))
+    hashes = _hashes(session, (a.seq for a in marks))
+    problem = check_anchors(marks, hashes.get, result.head_seq)
+    if problem:
+        return _broken(result, next((a.seq for a in marks if hashes.get(a.seq) != a.hash), None), problem)
+    for rec in reversed(list(recorded)):  # the latest record first: it names the most anchors
+        problem = rec if isinstance(rec, str) else check_recorded(marks, rec, anchors.path)
+        if problem:
+            return _broken(result, None, problem)
+    return result
 
 
 def verify(session: Session, anchors: AnchorLog | None = None) -> ChainResult:
     """The hash chain, entry by entry; with ``anchors``, also that every anchored entry is still
-    there unchanged (a removed tail shows)."""
-    result = verify_chain(iter_entries(session))
+    there unchanged (a removed tail shows) and that the anchor file still holds every anchor the log
+    records as written (a deleted or truncated file shows)."""
+    recorded: list[RecordedAnchor | str] = []
+
+    def walk() -> Iterator[dict[str, Any]]:
+        for e in iter_entries(session):
+            if e["action"] == ANCHOR_ACTION:
+                recorded.append(_recorded(e))
+            yield e
+
+    result = verify_chain(walk())
     if anchors is None or not result.ok:
+        return result
+    return _check_anchors(session, anchors, result, recorded)
+
+
+def verify_since_anchor(session: Session, anchors: AnchorLog) -> ChainResult:
+    """The cheap check before anchoring: the file is intact and holds what the log records as
+    written; the last anchored entry is unchanged (its stored hash is the anchored one and still
+    matches its content); every entry written since links to it and matches its hash; the earlier
+    anchored entries keep their anchored hashes. Only the entries after the last anchor are read
+    (no anchor yet: the whole chain). The daily ``verify`` walks everything."""
+    try:
+        marks = anchors.read()
+    except AnchorError as e:
+        return ChainResult(False, 0, None, GENESIS, ChainProblem(None, 0, str(e)))
+    last = marks[-1] if marks else None
+    rec = _latest_recorded(session)
+    if rec is not None:
+        problem = rec if isinstance(rec, str) else check_recorded(marks, rec, anchors.path)
+        if problem:
+            return ChainResult(False, 0, None, GENESIS, ChainProblem(None, 0, problem))
+    if last is None:
+        result = verify_chain(iter_entries(session))
+    else:
+        e = session.get(AuditEntry, last.seq)
+        start = ChainResult(True, last.seq, last.seq, last.hash)
+        if e is None or e.hash != last.hash:
+            head = session.execute(select(func.max(AuditEntry.seq))).scalar()
+            return _broken(start, last.seq, check_anchors([last], {last.seq: e.hash if e else None}.get, head))
+        if entry_hash(entry_fields(e)) != e.hash:
+            return _broken(start, last.seq, f"content does not match its hash (entry edited; it was anchored on "
+                                            f"{last.at} with this hash)")
+        result = verify_chain(iter_entries(session, after=last.seq), after_seq=last.seq, after_hash=last.hash)
+    if not result.ok:
         return result
     return _check_anchors(session, anchors, result)
 
 
 def anchor(session: Session, anchors: AnchorLog) -> ChainResult:
-    """Record the chain's current head in the anchor file, if the earlier anchors still hold (the
-    whole chain is not re-walked: cheap enough to run often). Returns the check's result."""
-    head = session.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
-    count = session.execute(select(func.count()).select_from(AuditEntry)).scalar() or 0
-    result = ChainResult(True, count, head[0] if head else None, head[1] if head else GENESIS)
-    result = _check_anchors(session, anchors, result)
-    if result.ok and head is not None:
-        anchors.append(head[0], head[1])
+    """Record the chain's current head in the anchor file after ``verify_since_anchor`` (cheap enough
+    to run often: only the entries since the last anchor are walked). Returns the check's result;
+    nothing is anchored when it failed."""
+    return _anchor(session, anchors)[0]
+
+
+def _only_records_since(session: Session, last_seq: int, head_seq: int) -> bool:
+    """Are the entries after the last anchor (up to ``head_seq``) all ``audit.anchor`` records?
+    Then the head did not move: anchoring it would only write another record, forever."""
+    n = session.execute(select(func.count()).select_from(AuditEntry).where(
+        AuditEntry.seq > last_seq, AuditEntry.seq <= head_seq, AuditEntry.action != ANCHOR_ACTION)).scalar()
+    return not n
+
+
+def _anchor(session: Session, anchors: AnchorLog) -> tuple[ChainResult, Anchor | None]:
+    result = verify_since_anchor(session, anchors)
+    if not result.ok or result.head_seq is None:
+        return result, None
+    last = anchors.last()
+    if last is not None and (last.seq >= result.head_seq or _only_records_since(session, last.seq, result.head_seq)):
+        return result, None
+    return result, anchors.append(result.head_seq, result.head_hash)
+
+
+def record_anchor(factory: sessionmaker, anchors: AnchorLog, written: Anchor) -> int | None:
+    """Record in the audit log that ``written`` is now in the anchor file (and how many anchors the
+    file holds): from then on a deleted or truncated file is tampering. Returns the entry's seq."""
+    try:
+        marks = anchors.read()
+        # its position in the file (found, not assumed last: another process may have appended since)
+        count = next(i for i in range(len(marks), 0, -1)
+                     if (marks[i - 1].seq, marks[i - 1].hash) == (written.seq, written.hash))
+        return append(factory, ANCHOR_ACTION, actor_name="system", object_type="audit", object_id=str(written.seq),
+                      detail={"count": count, "seq": written.seq, "hash": written.hash, "at": written.at,
+                              "file": str(anchors.path)})
+    except Exception:  # the anchor itself is written; the file being ahead of the log is no tampering
+        log.exception("audit anchor of #%s written, but not recorded in the audit log", written.seq)
+        return None
+
+
+def anchor_head(factory: sessionmaker, anchors: AnchorLog, result: ChainResult) -> Anchor | None:
+    """After a successful full ``verify`` (``result``): anchor its head and record it, unless the
+    head did not move since the last anchor. Returns the anchor written, if any."""
+    if not result.ok or result.head_seq is None:
+        return None
+    last = anchors.last()
+    if last is not None:
+        if last.seq >= result.head_seq:
+            return None
+        with factory() as s:
+            if _only_records_since(s, last.seq, result.head_seq):
+                return None
+    written = anchors.append(result.head_seq, result.head_hash)
+    record_anchor(factory, anchors, written)
+    return written
+
+
+def anchor_and_record(factory: sessionmaker, anchors: AnchorLog) -> ChainResult:
+    """The 15-minute job: ``anchor`` (check since the last anchor, then anchor the head) and record
+    the anchor in the audit log. Nothing is anchored when the check failed."""
+    with factory() as s:
+        result, written = _anchor(s, anchors)
+    if written is not None:
+        record_anchor(factory, anchors, written)
     return result
 
 

@@ -1,9 +1,22 @@
-"""Users and authentication: argon2 password hashes, lockout, bearer tokens, cookie sessions with
-CSRF tokens, the first admin's one-time password.
+"""Users and authentication: argon2 password hashes, login throttling and lockout, bearer tokens,
+cookie sessions with CSRF tokens, the first admin's one-time password.
+
+A login is refused, in this order and before any argon2 hash (64 MiB each):
+
+* per address (``Throttled``): ``login_ip_max_failures`` failed attempts from the address within the
+  failure window, whatever the user names (one query on ``login_attempts``; throttled attempts are
+  not recorded, and audited once per address and window);
+* per user name *and* address (``LockedOut``): the last ``login_max_failures`` attempts for the name
+  from this address all failed within the window. Another address is not locked, so guessing at
+  ``admin`` from one place does not lock the real admin out everywhere.
 
 Settings read (with defaults, via ``getattr`` until they exist in ``Settings``):
 ``login_max_failures`` (5), ``login_failure_window_minutes`` (15), ``login_lockout_minutes`` (15),
-``token_ttl_minutes`` (480), ``session_ttl_minutes`` (480), ``password_min_length`` (10).
+``login_ip_max_failures`` (30), ``token_ttl_minutes`` (480), ``session_ttl_minutes`` (480),
+``password_min_length`` (10).
+
+A password chosen by someone else (an admin creating or resetting a user) must be changed by its
+owner at the next login (``must_change_password``), as the generated one-time passwords are.
 """
 from __future__ import annotations
 
@@ -11,6 +24,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -22,12 +36,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hotline_api.models.governance import PERMISSIONS, ROLES, LoginAttempt, User, WebSession
+from hotline_api.models.governance import PERMISSIONS, ROLES, AuditEntry, LoginAttempt, User, WebSession
 from hotline_api.services import audit
 from recordings.keys import write_secret_file
 
 LOGIN_FAILED_MESSAGE = "用户名或密码错误"
 LOCKED_MESSAGE = "登录失败次数过多，请稍后再试"
+THROTTLED_MESSAGE = "该网络地址登录失败次数过多，请稍后再试"
 _USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{2,64}$")
 
 _hasher = PasswordHasher()
@@ -40,6 +55,14 @@ class AuthError(Exception):
 
 class LockedOut(AuthError):
     pass
+
+
+class Throttled(AuthError):
+    """Too many failed logins from this address (API: 429 with ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TokenInvalid(Exception):
@@ -58,6 +81,7 @@ class AuthConfig:
     token_ttl: timedelta = timedelta(minutes=480)
     session_ttl: timedelta = timedelta(minutes=480)
     password_min_length: int = 10
+    ip_max_failures: int = 30  # failed attempts per address within failure_window
 
     @classmethod
     def from_settings(cls, settings: Any | None) -> "AuthConfig":
@@ -69,6 +93,7 @@ class AuthConfig:
             token_ttl=timedelta(minutes=float(g("token_ttl_minutes", 480))),
             session_ttl=timedelta(minutes=float(g("session_ttl_minutes", 480))),
             password_min_length=int(g("password_min_length", 10)),
+            ip_max_failures=max(1, int(g("login_ip_max_failures", 30))),
         )
 
 
@@ -122,6 +147,8 @@ def create_user(session: Session, username: str, role: str, password: str | None
         must_change_password = True
     else:
         check_password_policy(password, cfg)
+        if actor is not None:  # chosen by an admin, not by the user: changed at first login
+            must_change_password = True
     user = User(username=username, role=role, unit=unit, display_name=display_name,
                 password_hash=hash_password(password), must_change_password=must_change_password,
                 password_changed_at=datetime.now(timezone.utc))
@@ -143,18 +170,36 @@ def bootstrap_admin(session: Session, username: str = "admin", settings: Any = N
 
 
 def set_password(session: Session, user: User, new_password: str, *, actor: Any = None, settings: Any = None,
-                 ip: str | None = None, one_time: bool = False) -> None:
+                 ip: str | None = None, one_time: bool = False, must_change: bool | None = None,
+                 actor_name: str | None = None) -> None:
+    """Set ``user``'s password; every earlier token and session of the user ends. ``actor``: who
+    sets it (None: the user); ``actor_name`` without ``actor``: a non-user setter such as the CLI.
+    The user must change it at next login when it is a one-time password or was set by someone else
+    (``must_change`` overrides only upwards: a password set by another is always marked)."""
     cfg = AuthConfig.from_settings(settings)
     if not one_time:
         check_password_policy(new_password, cfg)
+    by_self = actor_name is None and (actor is None or getattr(actor, "id", None) == user.id)
     user.password_hash = hash_password(new_password)
-    user.must_change_password = one_time
+    user.must_change_password = bool(one_time or must_change or not by_self)
     user.password_changed_at = datetime.now(timezone.utc)
-    user.token_version = (user.token_version or 0) + 1  # all earlier tokens and sessions end
-    for ws in session.execute(select(WebSession).where(WebSession.user_id == user.id, WebSession.revoked_at.is_(None))).scalars():
-        ws.revoked_at = datetime.now(timezone.utc)
-    audit.record(session, "user.password", actor=actor or user, object_type="user", object_id=user.id, ip=ip,
-                 detail={"by_self": actor is None or getattr(actor, "id", None) == user.id, "one_time": one_time})
+    end_all_sessions(session, user)
+    audit.record(session, "user.password", actor=actor if actor is not None else (None if actor_name else user),
+                 actor_name=actor_name, object_type="user", object_id=user.id, ip=ip,
+                 detail={"by_self": by_self, "one_time": one_time, "must_change": bool(user.must_change_password)})
+
+
+def end_all_sessions(session: Session, user: User, now: datetime | None = None) -> int:
+    """End every bearer token (``token_version`` bumped: tokens are signed, not stored) and every
+    cookie session (``web_sessions``) of ``user``. Returns the number of sessions ended."""
+    now = _now(now)
+    user.token_version = (user.token_version or 0) + 1
+    n = 0
+    for ws in session.execute(select(WebSession).where(WebSession.user_id == user.id,
+                                                       WebSession.revoked_at.is_(None))).scalars():
+        ws.revoked_at = now
+        n += 1
+    return n
 
 
 def change_password(session: Session, user: User, old_password: str, new_password: str, *, settings: Any = None,
@@ -167,31 +212,74 @@ def change_password(session: Session, user: User, old_password: str, new_passwor
 
 
 # -------------------------------------------------------------------------------------- login
-def is_locked_out(session: Session, username: str, now: datetime | None = None, settings: Any = None) -> bool:
-    """Locked when the last ``max_failures`` attempts for this name (existing or not) all failed,
-    within the failure window, and the last of them is less than ``lockout`` ago."""
+_ANY_ADDRESS: Any = object()
+
+
+def is_locked_out(session: Session, username: str, now: datetime | None = None, settings: Any = None,
+                  ip: Any = _ANY_ADDRESS) -> bool:
+    """Locked when the last ``max_failures`` attempts for this name (existing or not) from address
+    ``ip`` all failed, within the failure window, and the last of them is less than ``lockout`` ago.
+    ``ip`` None is the attempts without an address (not from the network); omitted: any address."""
     cfg = AuthConfig.from_settings(settings)
     now = _now(now)
-    rows = session.execute(select(LoginAttempt.success, LoginAttempt.at)
-                           .where(LoginAttempt.username == username.lower(),
-                                  LoginAttempt.at >= now - cfg.failure_window - cfg.lockout)
-                           .order_by(LoginAttempt.at.desc(), LoginAttempt.id.desc()).limit(cfg.max_failures)).all()
+    stmt = (select(LoginAttempt.success, LoginAttempt.at)
+            .where(LoginAttempt.username == username.lower(), LoginAttempt.at >= now - cfg.failure_window - cfg.lockout))
+    if ip is not _ANY_ADDRESS:
+        stmt = stmt.where(LoginAttempt.ip.is_(None) if ip is None else LoginAttempt.ip == ip)
+    rows = session.execute(stmt.order_by(LoginAttempt.at.desc(), LoginAttempt.id.desc()).limit(cfg.max_failures)).all()
     if len(rows) < cfg.max_failures or any(ok for ok, _ in rows):
         return False
     newest, oldest = rows[0][1], rows[-1][1]
     return newest - oldest <= cfg.failure_window and now - newest < cfg.lockout
 
 
+def address_throttle(session: Session, ip: str | None, now: datetime | None = None, settings: Any = None) -> int:
+    """Seconds until address ``ip`` may try again (0: not throttled): throttled while it has
+    ``ip_max_failures`` failed attempts within the failure window. One query, no hash.
+    (An index on ``login_attempts (ip, at)`` keeps it cheap on a large table.)"""
+    if not ip:
+        return 0
+    cfg = AuthConfig.from_settings(settings)
+    now = _now(now)
+    times = session.execute(select(LoginAttempt.at)
+                            .where(LoginAttempt.ip == ip, LoginAttempt.success.is_(False),
+                                   LoginAttempt.at >= now - cfg.failure_window)
+                            .order_by(LoginAttempt.at.desc()).limit(cfg.ip_max_failures)).scalars().all()
+    if len(times) < cfg.ip_max_failures:
+        return 0
+    oldest = _now(times[-1])  # the count falls below the limit when this one leaves the window
+    return max(1, math.ceil((oldest + cfg.failure_window - now).total_seconds()))
+
+
+def _audit_throttled(session: Session, name: str, ip: str, now: datetime, settings: Any) -> None:
+    """Audit the throttle once per address and window (not every refused attempt of a flood)."""
+    cfg = AuthConfig.from_settings(settings)
+    seen = session.execute(select(AuditEntry.seq).where(AuditEntry.action == "auth.login_throttled",
+                                                        AuditEntry.ip == ip,
+                                                        AuditEntry.at >= now - cfg.failure_window).limit(1)).first()
+    if seen is None:
+        audit.record(session, "auth.login_throttled", actor_name=name or None, object_type="address", ip=ip, at=now,
+                     detail={"failures": cfg.ip_max_failures, "window_minutes": cfg.failure_window.total_seconds() / 60})
+        session.commit()
+    else:
+        session.rollback()  # end the read transaction
+
+
 def authenticate(session: Session, username: str, password: str, *, ip: str | None = None,
                  now: datetime | None = None, settings: Any = None) -> User:
     """Check a login, record the attempt, audit it, and COMMIT (so failures count even though the
-    caller then answers with an error). Raises ``AuthError``/``LockedOut`` with generic messages."""
+    caller then answers with an error). Raises ``AuthError``/``LockedOut``/``Throttled`` with
+    generic messages. Throttled and locked-out attempts are refused before any password hash."""
     now = _now(now)
     name = (username or "").strip()[:64]
     key = name.lower()
+    wait = address_throttle(session, ip, now, settings)
+    if wait:
+        _audit_throttled(session, name, ip, now, settings)  # type: ignore[arg-type]
+        raise Throttled(THROTTLED_MESSAGE, wait)
     user = session.execute(select(User).where(func.lower(User.username) == key)).scalar_one_or_none() if name else None
-    if is_locked_out(session, key, now, settings):
-        verify_password(_DUMMY_HASH, password or "")
+    if is_locked_out(session, key, now, settings, ip=ip):
+        # the same answer for existing and unknown names, so no hash is needed to hide which it is
         session.add(LoginAttempt(username=key, user_id=user.id if user else None, ip=ip, success=False, at=now))
         audit.record(session, "auth.login_locked", actor_name=name or None, object_type="user",
                      object_id=user.id if user else None, ip=ip, at=now)

@@ -1,14 +1,14 @@
-"""Admin changes to users (role, unit, permissions, active, password reset), each audited with
-the old and new values. Creation is ``services.auth.create_user``."""
+"""Admin changes to users (role, unit, permissions, active, password reset or set), each audited with
+the old and new values. Creation is ``services.auth.create_user``. A password an admin gives a user
+(generated or chosen) must be changed by the user at the next login."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hotline_api.models.governance import PERMISSIONS, ROLES, User, WebSession
+from hotline_api.models.governance import PERMISSIONS, ROLES, User
 from hotline_api.services import audit, auth
 
 EDITABLE = ("role", "unit", "permissions", "active", "display_name")
@@ -54,10 +54,7 @@ def update_user(session: Session, actor: User, user: User, changes: dict[str, An
             setattr(user, k, v)
     if any(k in new for k in ("role", "permissions", "active", "unit")):
         # privileges changed: existing tokens and sessions end
-        user.token_version = (user.token_version or 0) + 1
-        for ws in session.execute(select(WebSession).where(WebSession.user_id == user.id,
-                                                           WebSession.revoked_at.is_(None))).scalars():
-            ws.revoked_at = datetime.now(timezone.utc)
+        auth.end_all_sessions(session, user)
     audit.record(session, "user.update", actor=actor, object_type="user", object_id=user.id, ip=ip,
                  detail={"username": user.username, "old": old, "new": new})
     return user
@@ -73,6 +70,15 @@ def reset_password(session: Session, actor: User, user: User, *, ip: str | None 
     pw = auth.generate_password()
     auth.set_password(session, user, pw, actor=actor, settings=settings, ip=ip, one_time=True)
     return pw
+
+
+def set_password(session: Session, actor: User, user: User, password: str, *, ip: str | None = None,
+                 settings: Any = None) -> None:
+    """A password chosen by the admin (password policy applies); the user must change it at next
+    login. Raises ``auth.UserError`` for a password the policy refuses."""
+    if not isinstance(password, str):
+        raise auth.UserError("password must be text")
+    auth.set_password(session, user, password, actor=actor, settings=settings, ip=ip, must_change=True)
 
 
 def user_json(user: User) -> dict[str, Any]:

@@ -57,6 +57,11 @@ def login_submit(request: Request, session: SessionDep, settings: SettingsDep,
                  next: Annotated[str, Form(max_length=2048)] = "") -> Response:  # noqa: A002
     try:
         user = auth.authenticate(session, username, password, ip=client_ip(request), settings=settings)
+    except auth.Throttled as e:  # this address: refused before any password check
+        resp = render(request, "login.html", {"next": _safe_next(next) or "", "error": str(e),
+                                              "username": username[:64]}, status_code=429)
+        resp.headers["Retry-After"] = str(e.retry_after)
+        return resp
     except auth.AuthError as e:  # the message never says whether the user exists
         return render(request, "login.html", {"next": _safe_next(next) or "", "error": str(e), "username": username[:64]},
                       status_code=401)
@@ -72,10 +77,14 @@ def login_submit(request: Request, session: SessionDep, settings: SettingsDep,
 
 
 @router.post("/logout")
-def logout(request: Request, session: SessionDep, user: PageUser) -> Response:
+def logout(request: Request, session: SessionDep, user: PageUser, all: bool = False) -> Response:  # noqa: A002
+    """Log out; ``?all=1``: out of every console session and API token of the user."""
     auth.end_web_session(session, request.cookies.get(SESSION_COOKIE) or "")
+    detail: dict = {"via": "console"}
+    if all:
+        detail.update(all=True, sessions_ended=auth.end_all_sessions(session, user))
     audit.record(session, "auth.logout", actor=user, object_type="user", object_id=user.id, ip=client_ip(request),
-                 detail={"via": "console"})
+                 detail=detail)
     session.commit()
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(SESSION_COOKIE, path="/")
