@@ -34,12 +34,45 @@ venv: $(VENV)/.installed
 
 # First start: keys (0600), schema, the default Mandarin prompts (espeak-ng, never downloaded) and
 # the first admin with a printed one-time password; then the service.
+# Run as root, `make run` installs as root (apt, venv) but runs the service as the unprivileged
+# system user $(SERVICE_USER) (created when missing; it owns the data dir, files 0600, folders 0700):
+# nothing of the service needs root once installed (SIP 5060 and HTTP 8000 are unprivileged ports).
+# SERVICE_USER=root keeps the old behaviour (everything as root), knowingly.
+SERVICE_USER ?= hotline
 run: install
-	$(BIN)/hotline keys init
-	$(BIN)/hotline db upgrade
-	$(BIN)/hotline prompts build
-	$(BIN)/hotline users bootstrap-admin --if-missing
-	$(BIN)/hotline serve
+	@set -e; umask 077; \
+	as=""; \
+	if [ "$$(id -u)" = 0 ] && [ "$(SERVICE_USER)" = root ]; then \
+	  echo "make run: WARNING: the service runs as root (SERVICE_USER=root)" >&2; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  data_dir="$$($(BIN)/python -c 'from hotline_api.core.config import get_settings as g; print(g().data_dir.resolve())')"; \
+	  anchor="$$($(BIN)/python -c 'from hotline_api.core.config import get_settings as g; print(g().audit_anchor_file)')"; \
+	  if ! id -u $(SERVICE_USER) >/dev/null 2>&1; then \
+	    echo "Creating the system user $(SERVICE_USER) (the service runs as it, not as root)"; \
+	    useradd --system --user-group --home-dir "$$data_dir" --no-create-home --shell /usr/sbin/nologin $(SERVICE_USER); \
+	  fi; \
+	  install -d -m 0700 -o $(SERVICE_USER) -g $(SERVICE_USER) "$$data_dir"; \
+	  chown -R $(SERVICE_USER):$(SERVICE_USER) "$$data_dir"; \
+	  chmod -R go-rwx "$$data_dir"; \
+	  if [ -n "$$anchor" ]; then \
+	    mkdir -p "$$(dirname "$$anchor")"; touch "$$anchor"; \
+	    chown $(SERVICE_USER):$(SERVICE_USER) "$$anchor"; chmod 0600 "$$anchor"; \
+	  fi; \
+	  as="runuser -u $(SERVICE_USER) --"; \
+	  if ! $$as $(BIN)/python -c 'import hotline_api' >/dev/null 2>&1 || ! $$as test -w "$$data_dir"; then \
+	    echo "make run: the user $(SERVICE_USER) cannot run $(CURDIR)/$(BIN)/python" \
+	         "($$(readlink -f $(BIN)/python)) or write $$data_dir: a folder on the way is not open to it" \
+	         "(e.g. a Python under /root). Rebuild the venv with a system Python" \
+	         "(make clean && make run PYTHON=/usr/bin/python3), move the checkout, or run as root knowingly" \
+	         "(make run SERVICE_USER=root)." >&2; \
+	    exit 1; \
+	  fi; \
+	fi; \
+	$$as $(BIN)/hotline keys init; \
+	$$as $(BIN)/hotline db upgrade; \
+	$$as $(BIN)/hotline prompts build; \
+	$$as $(BIN)/hotline users bootstrap-admin --if-missing; \
+	exec $$as $(BIN)/hotline serve
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 --junitxml=test-output/junit.xml $(PYTEST_ARGS)

@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from asr.errors import AudioInputError
+from asr.errors import AsrError, AudioInputError
 
 AudioSource = Union[str, os.PathLike, BinaryIO]
 
@@ -106,6 +106,67 @@ def probe(src: AudioSource) -> AudioInfo:
     """Validate and describe an audio file (raises :class:`AudioInputError`)."""
     with open_audio(src) as f:
         return AudioInfo(frames=f.frames, sample_rate=f.samplerate, channels=f.channels, format=f.format, subtype=f.subtype)
+
+
+#: What libsndfile reports as the frame count of a file whose header does not say (streamed FLAC).
+UNKNOWN_FRAMES = 2**63 - 1
+#: Bytes of the canonical WAV header written by :func:`convert_to_wav` (RIFF + fmt + data chunk).
+WAV_HEADER_BYTES = 44
+
+
+class DecodedTooLarge(AsrError):
+    """The audio decodes to more bytes than allowed: a few compressed bytes can decode into
+    gigabytes (long silence in FLAC), so a limit on the upload alone is no limit on the disk."""
+
+    def __init__(self, message: str, limit_bytes: int, decoded_bytes: int | None = None):
+        super().__init__(message)
+        self.limit_bytes = limit_bytes
+        self.decoded_bytes = decoded_bytes
+
+
+def pcm16_wav_bytes(frames: int, channels: int) -> int:
+    """Size of the 16-bit PCM WAV that ``frames`` frames of ``channels`` channels decode into."""
+    return WAV_HEADER_BYTES + int(frames) * int(channels) * 2
+
+
+def convert_to_wav(src: str | os.PathLike, dst: str | os.PathLike, max_bytes: int,
+                   block_frames: int = 65536) -> AudioInfo:
+    """Decode ``src`` into a 16-bit PCM WAV ``dst`` of at most ``max_bytes`` bytes.
+
+    The size the header announces (frames x channels x 2) is checked before anything is written,
+    and the bytes actually decoded are counted while writing, since a header can lie or say nothing
+    (streamed FLAC): past the limit :class:`DecodedTooLarge`. ``dst`` must not exist; it is created
+    0600 and removed again on any error, so nothing is left behind. Returns what was written: the
+    frames decoded, with the source's format and subtype."""
+    dst = Path(dst)
+    with open_audio(src) as fin:
+        name, rate, ch = _name(src), fin.samplerate, fin.channels
+        if fin.frames != UNKNOWN_FRAMES and pcm16_wav_bytes(fin.frames, ch) > max_bytes:
+            raise DecodedTooLarge(f"{name}: decodes to {pcm16_wav_bytes(fin.frames, ch)} bytes of audio, more than "
+                                  f"the limit of {max_bytes}", max_bytes, pcm16_wav_bytes(fin.frames, ch))
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        frames = 0
+        try:
+            with sf.SoundFile(fd, "w", samplerate=rate, channels=ch, subtype="PCM_16", format="WAV",
+                              closefd=True) as fo:
+                while True:
+                    try:
+                        block = fin.read(block_frames, dtype="int16", always_2d=True)
+                    except sf.LibsndfileError as e:
+                        raise AudioInputError(f"{name}: cannot read audio data ({e})") from e
+                    if len(block) == 0:
+                        break
+                    if pcm16_wav_bytes(frames + len(block), ch) > max_bytes:
+                        raise DecodedTooLarge(f"{name}: decodes to more than the limit of {max_bytes} bytes of audio",
+                                              max_bytes)
+                    fo.write(block)
+                    frames += len(block)
+                    if len(block) < block_frames:
+                        break
+            return AudioInfo(frames=frames, sample_rate=rate, channels=ch, format=fin.format, subtype=fin.subtype)
+        except BaseException:
+            dst.unlink(missing_ok=True)
+            raise
 
 
 def iter_blocks(f: sf.SoundFile, block_frames: int) -> Iterator[np.ndarray]:

@@ -72,9 +72,24 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: Mode of every file the recorder creates: calls in progress are plain PCM of a reporter's voice.
+FILE_MODE = 0o600
+
+
+def _create_private(path: Path, *, truncate: bool = True) -> int:
+    """A file descriptor of ``path`` opened for writing, created 0600 whatever the process umask
+    (an existing file is also set to 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0), FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        pass
+    return fd
+
+
 def _write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with os.fdopen(_create_private(tmp), "w", encoding="utf-8") as f:
         json.dump(data, f)
         f.flush()
         os.fsync(f.fileno())
@@ -129,8 +144,9 @@ class SpoolRecorder:
         # completes as an empty recording rather than an orphan file.
         _write_json_atomic(self.sidecar, self._meta)
         try:
-            self._sf = sf.SoundFile(str(self.path), "w", samplerate=sample_rate, channels=channels,
-                                    subtype="PCM_16", format="WAV")
+            # created 0600 by us (libsndfile would use the umask), then written by libsndfile
+            self._sf = sf.SoundFile(_create_private(self.path), "w", samplerate=sample_rate, channels=channels,
+                                    subtype="PCM_16", format="WAV", closefd=True)
         except Exception as e:
             raise RecordingError(f"cannot create recording {self.path}: {e}") from e
         self._last_sync = time.monotonic()
@@ -254,8 +270,8 @@ def repair(path: Path, sample_rate: int | None = None, channels: int | None = No
         pass
     tmp = path.with_name(f".{path.name}.repair")
     block = 16000 * 10  # frames per copy step: bounded memory for long calls
-    with open(path, "rb") as src, sf.SoundFile(str(tmp), "w", samplerate=rate, channels=ch,
-                                                 subtype="PCM_16", format="WAV") as out:
+    with open(path, "rb") as src, sf.SoundFile(_create_private(tmp), "w", samplerate=rate, channels=ch,
+                                                 subtype="PCM_16", format="WAV", closefd=True) as out:
         src.seek(data_off)
         remaining = frames
         while remaining > 0:
@@ -305,7 +321,9 @@ def recover_file(sidecar: Path, recordings_dir: Path) -> RecordingResult:
                                info.frames / float(info.samplerate), info.frames, info.samplerate,
                                info.channels, sha256_file(dest), dest.stat().st_size, started or "")
     if not wav.exists():
-        sf.write(str(wav), np.zeros((0, ch), dtype=np.int16), rate, subtype="PCM_16", format="WAV")
+        with sf.SoundFile(_create_private(wav), "w", samplerate=rate, channels=ch, subtype="PCM_16",
+                          format="WAV", closefd=True):
+            pass
     rep = repair(wav, sample_rate=rate, channels=ch)
     status = "recovered" if rep.frames > 0 else "empty"
     return _complete(wav, dest, sidecar, meta, status)

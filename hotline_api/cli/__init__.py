@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -39,7 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def private_umask() -> None:
+    """Files and folders of the service are its own: data files 0600, folders 0700 (the database,
+    keys, the call spool, incoming WAVs, logs). Set at every process entry; children inherit it.
+    A stricter umask already in place is kept."""
+    os.umask(os.umask(0o077) | 0o077)
+
+
 def main(argv: list[str] | None = None) -> int:
+    private_umask()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["sip-worker"]:  # a pool worker: small and fast, no other command's imports
         from hotline_api.cli.serve_cmd import sip_worker_main

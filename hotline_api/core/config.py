@@ -206,10 +206,17 @@ class Settings:
         return out
 
     def ensure_dirs(self) -> None:
-        for d in (self.data_dir, self.recordings_dir, self.spool_dir, self.prompts_dir, self.models_dir, self.run_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        self.keys_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.keys_dir, 0o700)
+        """The data dir and its folders, created 0700 (and set to 0700 when they exist already):
+        they hold the database, keys, the call spool and recordings of reporters' calls."""
+        for d in (self.data_dir, self.recordings_dir, self.spool_dir, self.prompts_dir, self.models_dir, self.run_dir,
+                  self.keys_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                if d.stat().st_mode & 0o777 != 0o700:
+                    os.chmod(d, 0o700)
+            except PermissionError:  # not ours (e.g. a data dir prepared by root): leave it as it is
+                if d == self.keys_dir:
+                    raise
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

@@ -9,11 +9,47 @@ from sqlalchemy.orm import Session, sessionmaker
 _engines: dict[str, Engine] = {}
 
 
+def _sqlite_path(url: str) -> str | None:
+    """The database file of a SQLite URL (None for in-memory databases)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except Exception:  # noqa: BLE001 - create_engine reports a bad URL
+        return None
+    db = u.database or ""
+    if not db or db == ":memory:" or db.startswith("file:") or (u.query or {}).get("mode") == "memory":
+        return None
+    return db
+
+
+def secure_sqlite_files(url: str) -> None:
+    """The database file is created 0600 before SQLite opens it (SQLite gives its -wal and -shm
+    files the database file's mode), and an existing database, WAL and shared-memory file are set
+    to 0600: they hold every case, identity included."""
+    import os
+
+    path = _sqlite_path(url)
+    if path is None:
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError:
+        return  # no such folder, read-only: SQLite reports it on connect
+    for p in (path, path + "-wal", path + "-shm", path + "-journal"):
+        try:
+            if os.stat(p).st_mode & 0o777 != 0o600:
+                os.chmod(p, 0o600)
+        except OSError:  # absent, or not ours
+            pass
+
+
 def make_engine(url: str) -> Engine:
     if url in _engines:
         return _engines[url]
     kwargs: dict = {"future": True}
     if url.startswith("sqlite"):
+        secure_sqlite_files(url)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):

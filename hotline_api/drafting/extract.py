@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from hotline_api.drafting import lexicon as L
+from hotline_api.drafting import selfname
 from hotline_api.drafting.text import PUNCT, Doc, word_freq, word_tag
 
 HAN = re.compile(r"^[\u4e00-\u9fff]+$")
@@ -462,6 +463,13 @@ def find_reporter(doc: Doc, ranges: list[tuple[int, int]]) -> Span | None:
                 if sp and (any(mid.endswith(x) for x in _UNIT_SUFFIXES + _PLACE_SUFFIXES)):
                     return sp
                 j = s.find("的", j + 1, stop)
+    # 我是王小明 / 本人王小明 / 自称王小明 / 我姓王，叫王小明: the rules identity masking uses
+    # (drafting.selfname), with the name shape required whatever the cue
+    for a, b in ranges:
+        for sn in selfname.find_self_names(s, a, b):
+            n = selfname.weak_name_len(s, sn.start)
+            if sn.keep and n >= 2 and sn.start + n <= b:
+                return Span(s[sn.start:sn.start + n], sn.start, sn.start + n)
     return None
 
 

@@ -449,6 +449,17 @@ class _Retry(Exception):
     pass
 
 
+class MissingReporterName(CaseError):
+    """A real-name (实名) report without the reporter's name cannot be registered."""
+
+
+def _check_registrable(doc: dict) -> None:
+    """What a draft needs before it becomes a case: a 实名 report names its reporter (the name is
+    what makes it real-name; without one the reporter can get neither notice nor result)."""
+    if doc.get("real_name") and not str(doc.get("reporter_name") or "").strip():
+        raise MissingReporterName("实名举报须填写举报人姓名（或将“实名”改为否后再受理）")
+
+
 def _register_in_tx(s: Session, dialect: str, draft_id: str, actor: str, settings, note) -> Case:
     from sqlalchemy.exc import IntegrityError
 
@@ -457,6 +468,7 @@ def _register_in_tx(s: Session, dialect: str, draft_id: str, actor: str, setting
         raise CaseError(f"no draft {draft_id}")
     if d.status != "draft":
         raise CaseError(f"draft {draft_id} is already {d.status}")
+    _check_registrable(draft_fields(d))
     now = utcnow()
     year = local_date(now, settings).year
     q = select(CaseSequence).where(CaseSequence.year == year)

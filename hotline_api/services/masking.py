@@ -1,6 +1,11 @@
-"""Masking of reporter identity: phone numbers (``138****0918``) and names (``凌**``), in fields and
-in free text (transcripts, summaries, log lines), including numbers spoken as Chinese digits and
-text with the spaces Vosk puts between words.
+"""Masking of reporter identity: phone numbers (``138******18``: at most the first 3 and the last 2
+digits stay) and names (``凌**``), in fields and in free text (transcripts, summaries, log lines),
+including numbers spoken as Chinese digits and text with the spaces Vosk puts between words.
+
+In free text, besides the known names and numbers of the record: names a speaker gives for
+themselves (我叫…, 我是…, 我姓王，叫王…, 本人…, 自称…; found by ``drafting.selfname``, the rules
+drafting uses for the reporter, so ``我是群众`` or ``我是县林业局的干部`` stay as said) and fragments of
+numbers after a cue (手机尾号 5678, 后四位, 电话 1234, 身份证后六位), which are masked whole.
 
 Everyone without the ``identity`` permission sees masked values; showing the real value is itself
 audited (see ``reveal``)."""
@@ -23,16 +28,34 @@ _DIGIT_CHARS = "0-9０-９" + _CN_DIGITS
 # a run of at least 7 digit characters (arabic, full-width or Chinese), spaces/hyphens allowed between
 _PHONE_RUN = re.compile(rf"(?<![{_DIGIT_CHARS}])(?:[{_DIGIT_CHARS}][\s\-－]?){{6,}}[{_DIGIT_CHARS}Xx]?(?![{_DIGIT_CHARS}])")
 _MONEY_AFTER = re.compile(r"^\s*(元|块|万|亿|千|百|岁|年|个|%|％|米|平方|吨|公斤|斤|人|户|次)")
-_CJK = "\u4e00-\u9fff"
-_SELF_INTRO = re.compile(
-    rf"((?:我\s*叫|我\s*的\s*名\s*字\s*(?:叫|是)|我\s*名\s*字\s*(?:叫|是)|我\s*名\s*叫|本\s*人\s*(?:叫|姓\s*名\s*是?)|姓\s*名\s*(?:是|叫)|名\s*字\s*叫)\s*[:：]?\s*)"
-    rf"((?:[{_CJK}]\s*){{1,3}}[{_CJK}])"
+
+
+def _spaced(*words: str) -> str:
+    """Alternatives that match with whitespace between their characters (ASR text)."""
+    return "(?:" + "|".join(r"\s*".join(re.escape(c) for c in w) for w in words) + ")"
+
+
+# Fragments of numbers after a cue: the tail of a phone number, part of an ID number. Masked whole
+# (a run of 7 and more digits is a phone number already, masked by _PHONE_RUN).
+_FRAGMENT = re.compile(
+    "(?:" + _spaced("尾号", "尾数", "末尾", "后四位", "后4位", "后三位", "后3位", "后五位", "后六位", "后6位", "末四位",
+                    "末4位", "前三位", "前四位", "身份证号码", "身份证号", "身份证", "证件号码", "证件号") + r"\s*"
+    + "(?:" + _spaced("是", "为", "就是", "号码是", "号是", "的是") + r"|[:：])?\s*)"
+    + rf"((?:[{_DIGIT_CHARS}Xx]\s*){{2,5}}[{_DIGIT_CHARS}Xx])(?![{_DIGIT_CHARS}*])"
 )
-_SURNAME_ONLY = re.compile(r"我\s*姓\s*$")
+_PHONE_FRAGMENT = re.compile(
+    "(?:" + _spaced("手机号码", "手机号", "手机", "电话号码", "电话号", "电话", "号码", "联系方式") + r"\s*"
+    + "(?:" + _spaced("是", "为", "就是", "后四位是", "后四位") + r"|[:：])?\s*)"
+    + rf"((?:[{_DIGIT_CHARS}]\s*){{3,5}}[{_DIGIT_CHARS}])(?![{_DIGIT_CHARS}*])"
+)
+_SERVICE_NUMBERS = frozenset({"110", "119", "120", "122", "114", "12345", "12388", "12315", "12306", "12333", "95598"})
+# Words that can start a self-introduction (a fast test before the name rules run).
+_INTRO_CUE = re.compile(r"我|本人|自称|姓名|名字|举报人|来电人|反映人")
 
 
 def mask_phone(value: str | None) -> str | None:
-    """``13812340918`` -> ``138****0918``; shorter numbers keep 2 + 2; separators are dropped."""
+    """``13812340918`` -> ``138******18``: at most 3 leading and 2 trailing digits stay (7-10 digits
+    keep 2 + 2, 3-6 digits 1 + 1); separators are dropped."""
     if value is None:
         return None
     chars = [c for c in str(value) if not c.isspace() and c not in "-－()（）+"]
@@ -40,7 +63,7 @@ def mask_phone(value: str | None) -> str | None:
     if n == 0:
         return value
     if n >= 11:
-        keep_head, keep_tail = 3, 4
+        keep_head, keep_tail = 3, 2
     elif n >= 7:
         keep_head, keep_tail = 2, 2
     elif n >= 3:
@@ -64,7 +87,7 @@ def mask_name(value: str | None) -> str | None:
 
 
 def mask_uri(value: str | None) -> str | None:
-    """``sip:13812340918@10.0.0.1`` -> ``sip:138****0918@10.0.0.1``."""
+    """``sip:13812340918@10.0.0.1`` -> ``sip:138******18@10.0.0.1``."""
     if value is None:
         return None
     m = re.match(r"^(?P<scheme>[a-zA-Z]+:)?(?P<user>[^@;>]*)(?P<rest>@.*)?$", str(value))
@@ -124,16 +147,39 @@ def _mask_text(out: str, names: Iterable[str], phones: Iterable[str]) -> str:
 
     out = _PHONE_RUN.sub(_phone, out)
 
-    def _intro(m: re.Match) -> str:
-        lead, name = m.group(1), m.group(2)
-        if _SURNAME_ONLY.search(lead):  # 我姓凌: the surname alone stays, as in 凌**
+    def _fragment(m: re.Match) -> str:
+        digits = m.group(1)
+        if _MONEY_AFTER.match(out[m.end():m.end() + 3]) or re.sub(r"\s", "", digits) in _SERVICE_NUMBERS:
             return m.group(0)
-        chars = [i for i, c in enumerate(name) if not c.isspace()]
-        n = 4 if "".join(name[i] for i in chars[:2]) in COMPOUND_SURNAMES else 3  # a name: 2-3 (4) characters
-        cut = chars[n - 1] + 1 if len(chars) > n else len(name)
-        return lead + mask_name(name[:cut]) + name[cut:]
+        head = m.group(0)[:m.start(1) - m.start()]
+        return head + re.sub(r"\S", "*", digits)
 
-    return _SELF_INTRO.sub(_intro, out)
+    out = _FRAGMENT.sub(_fragment, out)
+    out = _PHONE_FRAGMENT.sub(_fragment, out)
+    return _mask_self_names(out)
+
+
+def _mask_self_names(out: str) -> str:
+    """Names a speaker gives for themselves (``drafting.selfname``), found in the text without its
+    whitespace; a name is written back without the spaces inside it (``凌 小 明`` -> ``凌**``)."""
+    if not _INTRO_CUE.search(out):
+        return out
+    from hotline_api.drafting.selfname import find_self_names
+
+    idx = [i for i, c in enumerate(out) if not c.isspace()]
+    compact = "".join(out[i] for i in idx)
+    names = find_self_names(compact)
+    if not names:
+        return out
+    parts, pos = [], 0
+    for sp in names:
+        a, b = idx[sp.start], idx[sp.end - 1] + 1
+        name = compact[sp.start:sp.end]
+        parts.append(out[pos:a])
+        parts.append(name[:sp.keep] + "*" * (len(name) - sp.keep))
+        pos = b
+    parts.append(out[pos:])
+    return "".join(parts)
 
 
 def mask_identity_fields(data: Mapping[str, Any], fields: Iterable[str] = IDENTITY_FIELDS) -> dict[str, Any]:

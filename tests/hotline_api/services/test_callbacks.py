@@ -24,7 +24,7 @@ from telephony import events as ev
 SH = ZoneInfo("Asia/Shanghai")
 PW = "correct horse battery"
 CALLER = "13912347788"  # invented
-MASKED = "139****7788"
+MASKED = "139******88"
 CALLBACK_FLOW = ("notice", "route", "queue", "voicemail_offer", "callback")
 VOICEMAIL_FLOW = ("notice", "route", "queue", "voicemail_offer", "vm_greeting", "vm_beep", "voicemail", "confirmation")
 BRIDGED_FLOW = ("notice", "route", "queue", "connecting", "bridged", "operator_left")

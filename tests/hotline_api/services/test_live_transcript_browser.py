@@ -48,5 +48,5 @@ def test_operator_sees_the_callers_words_while_the_call_runs(server, new_page): 
                            timeout=10000)
     lines = page.evaluate(LINES)
     assert [c for c, _ in lines if "partial" in c] == []  # the final replaced the hypothesis
-    assert lines[-1][1] == "来电人：我要反映村里的问题 我的电话是135****7777"
+    assert lines[-1][1] == "来电人：我要反映村里的问题 我的电话是135******77"
     assert "13566667777" not in page.content()

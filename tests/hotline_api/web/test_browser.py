@@ -99,7 +99,7 @@ def test_operator_sees_live_call_and_types_the_draft(seeded, new_page):
     store.apply(ev.CallBridged(cid, op_id, now, wait_s=3.0))
     page.wait_for_function("() => document.getElementById('live-state').dataset.state === 'on-call'", timeout=10000)
     page.wait_for_selector("[data-testid=caller-masked]")
-    assert page.locator("[data-testid=caller-masked]").inner_text() == "135****7777"
+    assert page.locator("[data-testid=caller-masked]").inner_text() == "135******77"
     assert "13566667777" not in page.content()
     page.get_by_label("来电内容记录").fill("反映河湾村主任刘海波侵占集体土地补偿款二十万元")
     page.wait_for_selector("[data-testid=saved]", timeout=10000)

@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.sip, pytest.mark.slow,
               pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) not installed")]
 
 CALLER = "13912347788"  # the sipp caller's number in this test (invented)
-MASKED = "139****7788"
+MASKED = "139******88"
 MONDAY_MORNING = "2026-03-09T10:00:00+08:00"  # an ordinary workday inside the default hours
 RING_S = 5.0  # the softphone rings this long before it answers
 WAIT_MS = 90_000  # browser-side waits: generous, the machine is shared

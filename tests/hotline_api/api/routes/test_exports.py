@@ -80,7 +80,7 @@ def test_two_supervisor_rule_and_manifest(world):
     for name in names:
         text = zf.read(name).decode("utf-8", "replace")
         assert CALLER not in text and REPORTER not in text
-    assert json.loads(zf.read(f"recordings/{w.rec}.json"))["call"]["caller"] == "138****0918"
+    assert json.loads(zf.read(f"recordings/{w.rec}.json"))["call"]["caller"] == "138******18"
     assert "凌**" in json.loads(zf.read(f"recordings/{w.rec}.transcript.json"))["channels"][0]["text"]
     assert manifest["identity_included"] is False
     # audited
@@ -150,7 +150,7 @@ def test_case_export_includes_case_and_its_recording(world):
     zf = zipfile.ZipFile(io.BytesIO(w.client.get(f"/api/exports/{eid}/download", headers=w.h("supA")).content))
     assert f"cases/{c.id}.json" in zf.namelist() and f"recordings/{w.rec}.wav" in zf.namelist()
     case_doc = json.loads(zf.read(f"cases/{c.id}.json"))
-    assert case_doc["number"] == c.number and case_doc["fields"]["reporter_phone"] == "138****0918"
+    assert case_doc["number"] == c.number and case_doc["fields"]["reporter_phone"] == "138******18"
 
 
 def test_bad_export_requests_change_nothing(world):
