@@ -86,8 +86,8 @@ def load_master_with_kcv(settings: Settings, kcv: str) -> MasterKey | None:
     use it to pick up a rotated key: the database's key check value says which key now wraps."""
     provider = key_provider(settings)
     candidates = [provider.load]
-    if isinstance(provider, FileKeyProvider):
-        candidates.append(provider.load_pending)
+    if isinstance(provider, FileKeyProvider):  # the current file again: the rename may fall between the two
+        candidates += [provider.load_pending, provider.load]
     for load in candidates:
         try:
             key = load()

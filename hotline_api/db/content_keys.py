@@ -65,7 +65,9 @@ def _master_key() -> MasterKey:
     from hotline_api.core.config import get_settings
     from hotline_api.core.keys import _load_master
 
-    return _load_master(get_settings(), create=True, db_kcv=None)  # as the field key's lazy load
+    master = _load_master(get_settings(), create=True, db_kcv=None)  # as the field key's lazy load
+    set_master_key(master)  # a later rotation is followed through the database's key check value
+    return master
 
 
 def clear_cache() -> None:

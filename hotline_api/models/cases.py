@@ -79,7 +79,7 @@ class DraftLink(Base):
     earlier_draft_id: Mapped[str] = mapped_column(ForeignKey("drafts.id"), index=True)
     earlier_case_id: Mapped[str | None] = mapped_column(String(36))
     reason: Mapped[str] = mapped_column(String(16))  # same_subject / same_caller
-    detail: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(EncryptedText("draft_links.detail"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (UniqueConstraint("draft_id", "earlier_draft_id", "reason", name="uq_draft_links_pair"),)
@@ -94,7 +94,7 @@ class DraftCorrection(Base):
     old_json: Mapped[str | None] = mapped_column(EncryptedText("draft_corrections.old_json"))
     new_json: Mapped[str | None] = mapped_column(EncryptedText("draft_corrections.new_json"))
     actor: Mapped[str] = mapped_column(String(64))
-    reason: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(EncryptedText("draft_corrections.reason"))
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     draft: Mapped[Draft] = relationship(back_populates="corrections")
@@ -243,7 +243,7 @@ class ReporterFeedback(Base):
     kind: Mapped[str] = mapped_column(String(16))  # notice_sent / result_sent / objection
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     actor: Mapped[str] = mapped_column(String(64))
-    note: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(EncryptedText("reporter_feedback.note"))
 
     case: Mapped[Case] = relationship(back_populates="feedback")
 
@@ -258,7 +258,7 @@ class UrgentAlert(Base):
     status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open / acknowledged
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    note: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(EncryptedText("urgent_alerts.note"))
     latency_s: Mapped[float | None] = mapped_column(Float)  # transcript -> alert
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from hotline_api.db.base import Base, UTCDateTime, UUIDStr, new_uuid, utcnow
+from hotline_api.db.crypto_types import EncryptedText
 
 ROLES = ("operator", "recording_manager", "supervisor", "auditor", "admin")
 PERMISSIONS = ("identity",)
@@ -197,7 +198,7 @@ class ReviewAssignment(Base):
     organized_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     organized_kind: Mapped[str | None] = mapped_column(String(16))  # case / no_content / tags
     case_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    no_content_reason: Mapped[str | None] = mapped_column(Text)
+    no_content_reason: Mapped[str | None] = mapped_column(EncryptedText("review_assignments.no_content_reason"))
     tags_json: Mapped[str] = mapped_column("tags", Text, default="[]")
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -30,7 +30,9 @@ from hotline_api.db import content_keys
 from hotline_api.db.crypto_types import reencrypt_plain_values
 from hotline_api.models.asr import Transcript
 from hotline_api.models.calls import Recording
-from hotline_api.models.cases import Case, CaseEvent, Draft, DraftCorrection, DraftSubject
+from hotline_api.models.cases import (Case, CaseEvent, Draft, DraftCorrection, DraftLink, DraftSubject, ReporterFeedback,
+                                      UrgentAlert)
+from hotline_api.models.governance import ReviewAssignment
 from hotline_api.models.content import TEXT_EVENT_TYPES
 from hotline_api.models.operators import CallEvent
 
@@ -69,7 +71,8 @@ def is_purged_doc(doc: dict | None) -> bool:
 # Columns that became encrypted after data was written in clear (migration 0011): values stored
 # before are encrypted in place by ``hotline db upgrade`` (and at service start).
 PLAIN_BEFORE_0011 = ((Case, "result"), (CaseEvent, "detail"), (DraftSubject, "name"), (DraftSubject, "title"),
-                     (DraftSubject, "unit"), (CallEvent, "data"))
+                     (DraftSubject, "unit"), (CallEvent, "data"), (DraftLink, "detail"), (DraftCorrection, "reason"),
+                     (ReporterFeedback, "note"), (UrgentAlert, "note"), (ReviewAssignment, "no_content_reason"))
 
 
 def encrypt_plain_values(factory: sessionmaker) -> int:
