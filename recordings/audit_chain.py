@@ -10,10 +10,17 @@ names the first entry that breaks the chain:
 
 The walk can also start after an entry already known good (``after_seq``/``after_hash``: the last
 anchored entry), so that only the entries written since are read.
+
+A chain anyone can recompute proves nothing against someone who can write the database: they
+rewrite an entry and every later hash. So each entry is also **sealed**: ``mac`` = HMAC-SHA256 of
+its hash under the chain key (a file outside the database, ``ChainKey``). From the key's
+``since_seq`` on, every entry must carry a valid seal; a rewrite by someone without the key file
+breaks it at the first entry touched.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -29,6 +36,25 @@ def canonical_json(fields: Mapping[str, Any]) -> bytes:
 def entry_hash(fields: Mapping[str, Any]) -> str:
     body = {k: fields.get(k) for k in HASHED_FIELDS}
     return hashlib.sha256(str(body["prev_hash"]).encode("ascii") + canonical_json(body)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainKey:
+    """The chain's sealing key and the first entry sealed with it (entries before it predate the
+    seal and are checked by their hashes and the anchors only)."""
+
+    key: bytes
+    since_seq: int
+
+    def seal(self, entry_hash_hex: str) -> str:
+        return hmac.new(self.key, entry_hash_hex.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def sealed_ok(self, e: Mapping[str, Any]) -> bool:
+        mac = e.get("mac")
+        return isinstance(mac, str) and hmac.compare_digest(mac, self.seal(str(e.get("hash"))))
+
+    def __repr__(self) -> str:  # never print key material
+        return f"ChainKey(since_seq={self.since_seq})"
 
 
 @dataclass(frozen=True)
@@ -52,7 +78,8 @@ class ChainResult:
     problem: ChainProblem | None = None
 
 
-def verify_chain(entries: Iterable[Mapping[str, Any]], *, after_seq: int = 0, after_hash: str = GENESIS) -> ChainResult:
+def verify_chain(entries: Iterable[Mapping[str, Any]], *, after_seq: int = 0, after_hash: str = GENESIS,
+                 key: ChainKey | None = None) -> ChainResult:
     """``entries``: mappings with the hashed fields plus ``hash``, in ascending ``seq`` order.
 
     With ``after_seq``/``after_hash`` the entries are those after entry ``after_seq``, whose hash
@@ -72,6 +99,10 @@ def verify_chain(entries: Iterable[Mapping[str, Any]], *, after_seq: int = 0, af
         if entry_hash(e) != e.get("hash"):
             return ChainResult(False, count, last_seq, prev_hash,
                                ChainProblem(seq, position, "content does not match its hash (entry edited)"))
+        if key is not None and seq >= key.since_seq and not key.sealed_ok(e):
+            return ChainResult(False, count, last_seq, prev_hash, ChainProblem(
+                seq, position, "seal (HMAC under the audit chain key) missing or wrong: the entry was written or "
+                               "rewritten, and the hashes recomputed, by someone without the key"))
         prev_hash, expected_seq, last_seq = e["hash"], expected_seq + 1, seq
         count += 1
     return ChainResult(True, count, last_seq, prev_hash)

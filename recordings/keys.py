@@ -210,6 +210,12 @@ class FieldCipher:
         if len(key) != KEY_LEN:
             raise ValueError("field key must be 32 bytes")
         self._aes = AESGCM(key)
+        self._key = key
+
+    @property
+    def kcv(self) -> str:
+        """Identifies the key without revealing it."""
+        return key_check_value(self._key)
 
     def encrypt(self, plaintext: str, context: str) -> str:
         nonce = os.urandom(12)

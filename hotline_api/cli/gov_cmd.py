@@ -26,6 +26,9 @@ def register(sub) -> None:
     r = sk.add_parser("rotate", help="re-wrap all data keys with a new master key (audio is not re-encrypted)")
     r.add_argument("--new-key-stdin", action="store_true",
                    help="read the new base64 master key from stdin (required when HOTLINE_MASTER_KEY is used)")
+    r.add_argument("--field-key", action="store_true",
+                   help="also replace the field key (identity, transcripts, case text) and re-encrypt every value "
+                        "under it; refused while `hotline serve` runs on this data dir")
     r.set_defaults(func=_keys_rotate)
     st = sk.add_parser("status", help="check the master key against the database")
     st.set_defaults(func=_keys_status)
@@ -129,6 +132,14 @@ def _keys_rotate(args) -> int:
     from recordings.keys import BadMasterKey, MasterKey, decode_key
 
     settings, factory = _factory()
+    if args.field_key:
+        from hotline_api.core.runlock import service_running
+
+        if settings.master_key:
+            raise CliError("--field-key needs the master key file (HOTLINE_MASTER_KEY is set): nothing changed")
+        if service_running(settings):
+            raise CliError("the service is running on this data dir (hotline serve): stop it before --field-key "
+                           "(running processes keep the field key in memory); nothing changed")
     new = None
     if args.new_key_stdin:
         try:
@@ -142,6 +153,12 @@ def _keys_rotate(args) -> int:
     except (storage.CryptoStartupError, storage.StorageError) as e:
         raise CliError(str(e)) from None
     print(f"rotated: {res.old_kcv} -> {res.new_kcv}; {res.rewrapped} data key(s) re-wrapped, audio untouched")
+    if args.field_key:
+        try:
+            fr = storage.rekey_field_key(settings, factory, progress=_progress)
+        except (storage.CryptoStartupError, storage.StorageError) as e:
+            raise CliError(f"field key not replaced: {e}") from None
+        print(f"field key replaced: {fr.old_kcv} -> {fr.new_kcv}; {fr.reencrypted} value(s) re-encrypted")
     if settings.master_key:
         print("now set HOTLINE_MASTER_KEY to the new key before the next start")
     return 0

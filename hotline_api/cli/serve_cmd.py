@@ -114,6 +114,10 @@ def _serve(args) -> int:
         log.warning("--only %s has no pipeline part: recordings are stored, assigned and queued only where a "
                     "`pipeline` part runs (on this or another machine sharing the database); add it to --only, "
                     "`hotline pipeline status` shows what waits", args.only)
+    from hotline_api.core.runlock import hold_service_lock
+
+    settings.ensure_dirs()
+    hold_service_lock(settings)  # `keys rotate --field-key` refuses while any serve process lives
     wiring.prepare(settings)  # dirs, migrations, keys check, prompts: fails fast before any part starts
     stop = threading.Event()
     _install_stop_signals(stop)

@@ -76,7 +76,8 @@ class Settings:
     secret_key: str = ""  # session/token signing; default: generated into data_dir/keys/secret.key
     caller_hash_salt: str = ""  # default: generated into data_dir/keys/caller_salt.key
     # Users, sessions, review (recording governance)
-    login_max_failures: int = 5
+    login_max_failures: int = 5  # per user name and address
+    login_ip_max_failures: int = 30  # per address, checked before any password hash
     login_failure_window_minutes: int = 15
     login_lockout_minutes: int = 15
     token_ttl_minutes: int = 480

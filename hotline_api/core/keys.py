@@ -19,6 +19,7 @@ from recordings.keys import (
     MasterKeyMissing,
     WrappedKeyFile,
     WrongMasterKey,
+    key_check_value,
 )
 
 log = logging.getLogger("hotline_api.services.storage")
@@ -54,8 +55,26 @@ def _load_master(settings: Settings, create: bool, db_kcv: str | None) -> Master
         raise CryptoStartupError(str(e)) from None
 
 
-def _recover_field_key(settings: Settings, master: MasterKey) -> FieldCipher:
+def _recover_field_key(settings: Settings, master: MasterKey, db_field_kcv: str | None = None) -> FieldCipher:
+    """The field cipher, finishing an interrupted rotation. ``db_field_kcv`` (the key check value
+    of the field key the database's columns are under) decides between ``field.key`` and
+    ``field.key.new`` when both load: a ``--field-key`` rotation committed in the database keeps
+    the new one, an uncommitted one the old."""
     fk = field_key_file(settings)
+    if fk.pending_path.exists() and db_field_kcv:
+        chosen = None
+        for path in (fk.pending_path, fk.path):
+            try:
+                if path.exists() and key_check_value(fk.load(master, path)) == db_field_kcv:
+                    chosen = path
+                    break
+            except (WrongMasterKey, BadMasterKey):
+                continue
+        if chosen == fk.pending_path:
+            log.warning("completing an interrupted key rotation: switching to the new field key file")
+            fk.commit_pending()
+        elif chosen == fk.path:
+            fk.pending_path.unlink(missing_ok=True)
     if fk.pending_path.exists():
         try:
             fk.load(master, fk.pending_path)

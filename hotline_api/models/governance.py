@@ -64,8 +64,9 @@ class User(Base):
 
 
 class LoginAttempt(Base):
-    """Every login attempt; lockout is computed from recent failures per user name (existing or not,
-    so lockout does not reveal whether a name exists)."""
+    """Every login attempt. The per-address throttle counts recent failures per address (before any
+    password hash); the lockout counts them per user name and address (existing name or not, so it
+    does not reveal whether a name exists, and an attacker cannot lock the real user out elsewhere)."""
 
     __tablename__ = "login_attempts"
 
@@ -76,7 +77,7 @@ class LoginAttempt(Base):
     success: Mapped[bool] = mapped_column(Boolean)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    __table_args__ = (Index("ix_login_attempts_user_at", "username", "at"),)
+    __table_args__ = (Index("ix_login_attempts_user_at", "username", "at"), Index("ix_login_attempts_ip_at", "ip", "at"))
 
 
 class WebSession(Base):
@@ -112,6 +113,7 @@ class AuditEntry(Base):
     detail: Mapped[str] = mapped_column(Text, default="{}")  # canonical JSON
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str | None] = mapped_column(String(64))  # seal: HMAC of hash under the chain key (keys dir)
 
     __table_args__ = (Index("ix_audit_entries_at", "at"),)
 
@@ -136,6 +138,8 @@ class CryptoState(Base):
     master_kcv: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # the key check value of the field key the encrypted columns are under (``keys rotate --field-key``)
+    field_kcv: Mapped[str | None] = mapped_column(String(32))
 
 
 class RecordingBlob(Base):

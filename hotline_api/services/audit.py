@@ -30,9 +30,75 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hotline_api.models.governance import AuditEntry
 from recordings.audit_anchor import Anchor, AnchorError, AnchorLog, RecordedAnchor, check_anchors, check_recorded
-from recordings.audit_chain import GENESIS, ChainProblem, ChainResult, canonical_json, entry_hash, verify_chain
+from recordings.audit_chain import (GENESIS, ChainKey, ChainProblem, ChainResult, canonical_json, entry_hash,
+                                    verify_chain)
 
 log = logging.getLogger(__name__)
+
+CHAIN_KEY_FILE = "audit_chain.key"
+_chain_keys: dict[str, ChainKey] = {}
+
+
+def _chain_key_path():
+    from hotline_api.core.config import get_settings
+
+    return get_settings().keys_dir / CHAIN_KEY_FILE
+
+
+def load_chain_key() -> ChainKey | None:
+    """The chain's sealing key from ``keys/audit_chain.key`` (None before the first sealed entry)."""
+    import base64
+
+    path = _chain_key_path()
+    cached = _chain_keys.get(str(path))
+    if cached is not None:
+        return cached
+    try:
+        data = json.loads(path.read_text(encoding="ascii"))
+        key = ChainKey(base64.b64decode(data["key"]), int(data["since_seq"]))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as e:
+        raise AuditKeyError(f"audit chain key {path} is damaged") from e
+    _chain_keys[str(path)] = key
+    return key
+
+
+class AuditKeyError(RuntimeError):
+    pass
+
+
+def _chain_key_for(seq: int) -> ChainKey:
+    """The sealing key, created at the first entry written with this version (``since_seq``)."""
+    import base64
+    import os
+
+    from recordings.keys import write_secret_file
+
+    key = load_chain_key()
+    if key is not None:
+        return key
+    path = _chain_key_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_secret_file(path, json.dumps({"key": base64.b64encode(os.urandom(32)).decode("ascii"),
+                                            "since_seq": seq}) + "\n", exclusive=True)
+    except FileExistsError:
+        pass  # another process made it first: theirs
+    return load_chain_key()
+
+
+def clear_key_cache() -> None:
+    _chain_keys.clear()
+
+
+def _seal_problem(session: Session) -> str | None:
+    """A missing chain key file while sealed entries exist is tampering (or a lost key), not "no seal"."""
+    if load_chain_key() is not None:
+        return None
+    if session.execute(select(AuditEntry.seq).where(AuditEntry.mac.is_not(None)).limit(1)).first() is not None:
+        return f"audit chain key {_chain_key_path()} is missing, but the log holds sealed entries (deleted?)"
+    return None
 
 
 def _iso(at: datetime) -> str:
@@ -57,6 +123,7 @@ def entry_fields(e: AuditEntry) -> dict[str, Any]:
         "detail": detail,
         "prev_hash": e.prev_hash,
         "hash": e.hash,
+        "mac": e.mac,
     }
 
 
@@ -96,6 +163,7 @@ def record(
         object_type=object_type, object_id=fields["object_id"], ip=ip, reason=reason, detail=detail_json,
         prev_hash=prev, hash=entry_hash(fields),
     )
+    entry.mac = _chain_key_for(seq).seal(entry.hash)
     session.add(entry)
     session.flush()
     return entry
@@ -209,7 +277,10 @@ def verify(session: Session, anchors: AnchorLog | None = None) -> ChainResult:
                 recorded.append(_recorded(e))
             yield e
 
-    result = verify_chain(walk())
+    problem = _seal_problem(session)
+    if problem:
+        return ChainResult(False, 0, None, GENESIS, ChainProblem(None, 0, problem))
+    result = verify_chain(walk(), key=load_chain_key())
     if anchors is None or not result.ok:
         return result
     return _check_anchors(session, anchors, result, recorded)
@@ -231,8 +302,11 @@ def verify_since_anchor(session: Session, anchors: AnchorLog) -> ChainResult:
         problem = rec if isinstance(rec, str) else check_recorded(marks, rec, anchors.path)
         if problem:
             return ChainResult(False, 0, None, GENESIS, ChainProblem(None, 0, problem))
+    problem = _seal_problem(session)
+    if problem:
+        return ChainResult(False, 0, None, GENESIS, ChainProblem(None, 0, problem))
     if last is None:
-        result = verify_chain(iter_entries(session))
+        result = verify_chain(iter_entries(session), key=load_chain_key())
     else:
         e = session.get(AuditEntry, last.seq)
         start = ChainResult(True, last.seq, last.seq, last.hash)
@@ -242,7 +316,8 @@ def verify_since_anchor(session: Session, anchors: AnchorLog) -> ChainResult:
         if entry_hash(entry_fields(e)) != e.hash:
             return _broken(start, last.seq, f"content does not match its hash (entry edited; it was anchored on "
                                             f"{last.at} with this hash)")
-        result = verify_chain(iter_entries(session, after=last.seq), after_seq=last.seq, after_hash=last.hash)
+        result = verify_chain(iter_entries(session, after=last.seq), after_seq=last.seq, after_hash=last.hash,
+                              key=load_chain_key())
     if not result.ok:
         return result
     return _check_anchors(session, anchors, result)

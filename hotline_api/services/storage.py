@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from sqlalchemy import select, update
+from sqlalchemy import Text, cast, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hotline_api.core.config import Settings
@@ -147,7 +147,8 @@ def open_crypto(settings: Settings, factory: sessionmaker, create: bool = True) 
     touching any data, when the key is missing or is not the one the stored keys were wrapped with."""
     with factory() as s:
         db_kcv = _db_kcv(s)
-        has_row = s.get(CryptoState, 1) is not None
+        state = s.get(CryptoState, 1)
+        has_row, db_field_kcv = state is not None, state.field_kcv if state is not None else None
     master = _load_master(settings, create, db_kcv)
     provider = key_provider(settings)
     if db_kcv is not None and master.kcv != db_kcv:
@@ -163,12 +164,19 @@ def open_crypto(settings: Settings, factory: sessionmaker, create: bool = True) 
             )
     elif isinstance(provider, FileKeyProvider):
         provider.discard_pending()  # a rotation that never committed
-    field = _recover_field_key(settings, master)
-    if not has_row:
+    field = _recover_field_key(settings, master, db_field_kcv)
+    if db_field_kcv is not None and field.kcv != db_field_kcv:
+        raise CryptoStartupError(
+            f"field key: {field_key_file(settings).path} has key check value {field.kcv}, but the database's "
+            f"encrypted columns are under {db_field_kcv}. Refusing to start; restore the field key file.")
+    if not has_row or db_field_kcv is None:
         with factory() as s:
-            if s.get(CryptoState, 1) is None:
-                s.add(CryptoState(id=1, master_kcv=master.kcv))
-                s.commit()
+            state = s.get(CryptoState, 1)
+            if state is None:
+                s.add(CryptoState(id=1, master_kcv=master.kcv, field_kcv=field.kcv))
+            elif state.field_kcv is None:
+                state.field_kcv = field.kcv
+            s.commit()
     settings.recordings_dir.mkdir(parents=True, exist_ok=True)
     ctx = CryptoContext(settings, master, field, EncryptedStore(settings.recordings_dir))
     crypto_types.set_field_cipher(field)
@@ -474,6 +482,70 @@ def rotate_master_key(settings: Settings, factory: sessionmaker, new_master: Mas
     crypto_types.clear_cache()
     open_crypto(settings, factory, create=False) if not settings.master_key else None
     return RotationResult(ctx.master.kcv, new_master.kcv, n)
+
+
+@dataclass(frozen=True)
+class FieldRekeyResult:
+    old_kcv: str
+    new_kcv: str
+    reencrypted: int
+
+
+def _field_columns() -> list[tuple[Any, str, str]]:
+    """(table, column name, context) of every column encrypted under the field key."""
+    from hotline_api.db.base import Base
+
+    return [(t, c.name, c.type.context) for t in Base.metadata.sorted_tables for c in t.columns
+            if isinstance(c.type, crypto_types.EncryptedText)]
+
+
+def rekey_field_key(settings: Settings, factory: sessionmaker, actor: Any = None,
+                    progress: Callable[[int, int], None] | None = None) -> FieldRekeyResult:
+    """``hotline keys rotate --field-key``: a new random field key; every value under the old one
+    is re-encrypted in one transaction (values sealed under a call's content key are not: they
+    never used it), and the database records the new key's check value in the same commit. Then
+    ``field.key`` is switched; an interruption between the two is finished at the next start.
+
+    Running processes hold the field key in memory and cannot follow a new one, so this refuses
+    while `hotline serve` runs on this data dir (``core.runlock``)."""
+    from hotline_api.core.runlock import service_running
+    from hotline_api.db.session import write_session
+    from hotline_api.services import audit
+    from recordings.keys import FIELD_PREFIX, KEY_LEN
+
+    if service_running(settings):
+        raise StorageError("the service is running on this data dir (hotline serve): stop it first -- running "
+                           "processes keep the field key in memory and cannot follow a new one")
+    ctx = open_crypto(settings, factory, create=False)
+    fk = field_key_file(settings)
+    old, new_key = ctx.field, os.urandom(KEY_LEN)
+    new = FieldCipher(new_key)
+    fk.write_pending(ctx.master, new_key)
+    cols = _field_columns()
+    n = 0
+    with write_session(factory) as s:
+        s.execute(select(CryptoState).where(CryptoState.id == 1).with_for_update()).scalar()
+        for i, (table, col, context) in enumerate(cols, 1):
+            pk = list(table.primary_key.columns)[0]
+            c = table.c[col]
+            rows = s.execute(select(pk, cast(c, Text)).where(c.is_not(None))).all()
+            for key, value in rows:
+                if isinstance(value, str) and value.startswith(FIELD_PREFIX):
+                    # plain SQL: the stored token as computed here (the column type would encrypt it again)
+                    s.execute(text(f"UPDATE {table.name} SET {col} = :v WHERE {pk.name} = :k"),
+                              {"v": new.encrypt(old.decrypt(value, context), context), "k": key})
+                    n += 1
+            if progress:
+                progress(i, len(cols))
+        state = s.get(CryptoState, 1)
+        state.field_kcv = new.kcv
+        audit.record(s, "keys.rotate_field", actor=actor, actor_name=None if actor else "system", object_type="key",
+                     object_id=new.kcv, detail={"old_kcv": old.kcv, "new_kcv": new.kcv, "reencrypted": n})
+        s.commit()
+    fk.commit_pending()
+    crypto_types.set_field_cipher(new)
+    crypto_types.clear_cache()
+    return FieldRekeyResult(old.kcv, new.kcv, n)
 
 
 def secure_unlink(path: Path) -> None:

@@ -53,7 +53,7 @@ def _errors(caplog):
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "hotline.scheduler"]
 
 
-@pytest.mark.parametrize("where", ["before_the_anchor", "after_the_anchor"])
+@pytest.mark.parametrize("where", ["before_the_anchor", "after_the_anchor", "after_the_anchor_all_recomputed"])
 def test_forged_chain_is_caught_by_the_next_anchor_job_and_not_anchored(settings, db, caplog, where):
     _fill(db, 8)
     scheduler.audit_anchor_job(db, settings)
@@ -72,10 +72,16 @@ def test_forged_chain_is_caught_by_the_next_anchor_job_and_not_anchored(settings
             prev = _rewrite(con, entries[seq], prev_hash=prev["hash"])
         _rewrite(con, entries[8], prev_hash=prev["hash"], hash=anchored.hash)
         bad_seq = 8
-    else:
+    elif where == "after_the_anchor":
         # rewrite an entry written since the anchor, with its own hash recomputed
         _rewrite(con, entries[head - 1], detail={"range": [0, 99999]})
-        bad_seq = head
+        bad_seq = head - 1  # its seal no longer fits (before the broken link to it shows at the next one)
+    else:
+        # rewrite an entry written since the anchor and recompute every later hash: the chain links
+        # up again, only the seal (HMAC under the key file the attacker does not have) shows it
+        prev = _rewrite(con, entries[head - 1], detail={"range": [0, 99999]})
+        _rewrite(con, entries[head], prev_hash=prev["hash"])
+        bad_seq = head - 1
     con.commit()
     con.close()
     caplog.clear()
@@ -84,6 +90,8 @@ def test_forged_chain_is_caught_by_the_next_anchor_job_and_not_anchored(settings
     assert log.last() == anchored and len(log.read()) == 1  # nothing anchored over the forgery
     errors = _errors(caplog)
     assert errors and "AUDIT CHAIN BROKEN" in errors[0] and f"#{bad_seq}" in errors[0], errors
+    if where == "after_the_anchor_all_recomputed":
+        assert "seal" in errors[0]
 
 
 def test_deleted_anchor_file_is_tampering_not_no_anchors(settings, db, capsys, caplog):
@@ -133,3 +141,13 @@ def test_truncated_anchor_file_is_tampering(settings, db, capsys):
     rc, out = _verify_cli(capsys)
     assert rc == 1 and "truncated" in out and "截断" in out, out
     assert len(path.read_text().splitlines()) == 1  # nothing anchored over it
+
+
+def test_deleted_chain_key_is_tampering(settings, db, capsys):
+    _fill(db, 3)
+    key_file = settings.keys_dir / audit.CHAIN_KEY_FILE
+    assert key_file.is_file() and oct(key_file.stat().st_mode & 0o777) == "0o600"
+    key_file.unlink()
+    audit.clear_key_cache()
+    rc, out = _verify_cli(capsys)
+    assert rc == 1 and "audit chain key" in out and "missing" in out, out

@@ -216,3 +216,85 @@ def test_values_an_earlier_version_stored_in_clear_are_encrypted_by_db_upgrade(s
                            ("call_events", "data")):
             assert not any(v and ACCUSED in v for (v,) in s.execute(text(f"SELECT {col} FROM {table}"))), table
         assert s.get(Case, c.id).result == f"{ACCUSED}已处分"
+
+
+def test_field_key_rotation_reencrypts_everything_and_refuses_beside_the_service(settings, db, ctx, capsys):
+    import subprocess
+    import sys
+
+    from hotline_api.cli import main
+    from hotline_api.core.runlock import service_running
+    from hotline_api.services.storage import StorageError, rekey_field_key
+
+    done, draft_id = _content(settings, db, ctx)
+    with db() as s:
+        number_before = s.execute(text("SELECT caller_number FROM calls")).scalar()
+    old_file = (settings.keys_dir / "field.key").read_bytes()
+    # a serve process holding the lock: refused, nothing changed
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from hotline_api.core.runlock import hold_service_lock\n"
+        "from hotline_api.core.config import Settings\n"
+        f"hold_service_lock(Settings.load(env={{'HOTLINE_DATA_DIR': {str(settings.data_dir)!r}}})); "
+        "print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert service_running(settings)
+        assert main(["keys", "rotate", "--field-key"]) != 0
+        assert "stop it" in capsys.readouterr().err
+        try:
+            rekey_field_key(settings, db)
+            raise AssertionError("re-keyed beside a running service")
+        except StorageError:
+            pass
+        assert (settings.keys_dir / "field.key").read_bytes() == old_file
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not service_running(settings)
+    assert main(["keys", "rotate", "--field-key"]) == 0
+    assert "field key replaced" in capsys.readouterr().out
+    assert (settings.keys_dir / "field.key").read_bytes() != old_file
+    from hotline_api.db import crypto_types
+
+    crypto_types.set_field_cipher(None)
+    crypto_types.clear_cache()
+    content_keys.clear_cache()
+    fresh = storage.open_crypto(settings, db)  # a new process: only the new files
+    with db() as s:
+        assert s.execute(text("SELECT caller_number FROM calls")).scalar() != number_before
+        assert s.get(Call, done.call_uuid).caller_number == "13812340918"
+        assert NAME in transcription.load_transcript(s, done.recording_id)["text"]
+        assert json.loads(s.get(Draft, draft_id).fields_json)["summary"] == f"{ACCUSED}受贿"
+        kcv = s.execute(text("SELECT field_kcv FROM crypto_state")).scalar()
+    assert kcv == fresh.field.kcv
+
+
+def test_interrupted_field_key_rotation_is_finished_with_the_key_the_database_names(settings, db, ctx):
+    """The database committed the re-encryption but field.key was not switched yet (a crash): the
+    next start takes field.key.new, because crypto_state.field_kcv names it."""
+    import os as _os
+
+    from hotline_api.core.keys import field_key_file
+
+    with db() as s:
+        done, _ = make_call(s, settings)
+    fk = field_key_file(settings)
+    new_key = _os.urandom(32)
+    from recordings.keys import FieldCipher
+
+    new = FieldCipher(new_key)
+    fk.write_pending(ctx.master, new_key)
+    with db() as s:
+        s.execute(text("UPDATE calls SET caller_number = :v, caller_uri = :u"),
+                  {"v": new.encrypt("13812340918", "calls.caller_number"),
+                   "u": new.encrypt("sip:13812340918@127.0.0.1", "calls.caller_uri")})
+        s.execute(text("UPDATE crypto_state SET field_kcv = :k"), {"k": new.kcv})
+        s.commit()
+    from hotline_api.db import crypto_types
+
+    crypto_types.set_field_cipher(None)
+    crypto_types.clear_cache()
+    again = storage.open_crypto(settings, db)
+    assert again.field.kcv == new.kcv and not fk.pending_path.exists()
+    with db() as s:
+        assert s.get(Call, done.call_uuid).caller_number == "13812340918"
