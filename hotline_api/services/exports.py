@@ -301,6 +301,7 @@ def _case_doc(session: Session, case: Case, show: bool) -> dict[str, Any]:
     from hotline_api.services import cases as cases_svc
 
     fields = json.loads(case.fields_json or "{}")
+    fields.pop("duplicates", None)  # ids of other drafts and cases (maybe another unit's): not in a bundle
     draft = session.get(Draft, case.draft_id)
     if not show:
         fields = access.mask_draft_fields(fields, access.identity_terms(session, draft.recording_id if draft else None,

@@ -31,10 +31,12 @@ ACTION_LABELS = {
 
 
 def _day(raw: str | None) -> date | None:
+    """A filter day, or None when absent, malformed or outside 2000..2100 (no overflow further on)."""
     try:
-        return date.fromisoformat(raw) if raw else None
+        d = date.fromisoformat(raw) if raw else None
     except ValueError:
         return None
+    return d if d is not None and 2000 <= d.year <= 2100 else None
 
 
 @router.get("/audit")

@@ -2,10 +2,12 @@
 see content (no audio, transcripts, drafts or caller numbers here).
 
 * ``GET  /api/admin/users``, ``POST /api/admin/users`` ``{"username", "role", "unit", "permissions",
-  "display_name", "password"?}`` (without a password a one-time password is returned once),
+  "display_name", "password"?}`` (without a password a one-time password is returned once; either
+  way the user must change it at first login),
   ``GET/PATCH /api/admin/users/{id}`` (``role``, ``unit``, ``permissions``, ``active``,
   ``display_name``), ``DELETE /api/admin/users/{id}`` (deactivates; users stay for the audit trail),
-  ``POST /api/admin/users/{id}/password`` (new one-time password)
+  ``POST /api/admin/users/{id}/password`` (new one-time password; with ``{"password"}``: that password;
+  either way the user must change it at next login, and every token and session of the user ends)
 * ``GET /api/admin/retention``, ``PUT /api/admin/retention/{kind}`` ``{"days": n | null}``
 * ``GET /api/admin/holds``, ``POST /api/admin/holds`` ``{"target_type", "target_id", "reason"}``,
   ``POST /api/admin/holds/{id}/release`` ``{"reason"}``
@@ -28,6 +30,14 @@ from recordings.retention import KINDS
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
+RETENTION_DAYS_MAX = 100 * 366
+"""The longest retention period that can be set (null keeps forever)."""
+
+
+def _permissions_ok(perms) -> bool:
+    return isinstance(perms, list) and len(perms) <= 32 and all(isinstance(p, str) and len(p) <= 64 for p in perms)
+
+
 def _user(session, user_id: str) -> User:
     with visible():
         u = session.get(User, access.check_id(user_id))
@@ -46,8 +56,8 @@ def list_users(session: SessionDep, admin: AdminUser) -> dict:
 def create_user(request: Request, session: SessionDep, settings: SettingsDep, admin: AdminUser,
                 body: Annotated[dict, Body()]) -> dict:
     perms = body.get("permissions") or []
-    if not isinstance(perms, list):
-        raise bad_request("permissions must be a list")
+    if not _permissions_ok(perms):
+        raise bad_request("permissions must be a list of permission names")
     for key in ("username", "role"):
         if not isinstance(body.get(key), str):
             raise bad_request(f"{key} is required")
@@ -78,6 +88,8 @@ def get_user(user_id: str, session: SessionDep, admin: AdminUser) -> dict:
 def update_user(user_id: str, request: Request, session: SessionDep, admin: AdminUser,
                 body: Annotated[dict, Body()]) -> dict:
     u = _user(session, user_id)
+    if "permissions" in body and not _permissions_ok(body["permissions"]):
+        raise bad_request("permissions must be a list of permission names")
     try:
         user_admin.update_user(session, admin, u, body, ip=client_ip(request))
     except auth.UserError as e:
@@ -100,11 +112,21 @@ def deactivate_user(user_id: str, request: Request, session: SessionDep, admin: 
 
 
 @router.post("/users/{user_id}/password")
-def reset_password(user_id: str, request: Request, session: SessionDep, settings: SettingsDep, admin: AdminUser) -> dict:
+def reset_password(user_id: str, request: Request, session: SessionDep, settings: SettingsDep, admin: AdminUser,
+                   body: Annotated[dict | None, Body()] = None) -> dict:
     u = _user(session, user_id)
-    pw = user_admin.reset_password(session, admin, u, ip=client_ip(request), settings=settings)
+    chosen = (body or {}).get("password")
+    if chosen is None:
+        pw = user_admin.reset_password(session, admin, u, ip=client_ip(request), settings=settings)
+        session.commit()
+        return {"id": u.id, "one_time_password": pw, "must_change_password": True}
+    try:
+        user_admin.set_password(session, admin, u, chosen, ip=client_ip(request), settings=settings)
+    except auth.UserError as e:
+        session.rollback()
+        raise bad_request(str(e)) from None
     session.commit()
-    return {"id": u.id, "one_time_password": pw}
+    return {"id": u.id, "must_change_password": bool(u.must_change_password)}
 
 
 # ---------------------------------------------------------------------------------- retention
@@ -117,8 +139,8 @@ def get_retention(session: SessionDep, admin: AdminUser) -> dict:
 @router.put("/retention/{kind}")
 def set_retention(kind: str, session: SessionDep, admin: AdminUser, body: Annotated[dict, Body()]) -> dict:
     days = body.get("days")
-    if days is not None and (isinstance(days, bool) or not isinstance(days, int)):
-        raise bad_request("days must be a whole number of days, or null to keep forever")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= RETENTION_DAYS_MAX):
+        raise bad_request(f"days must be a whole number of days (0..{RETENTION_DAYS_MAX}), or null to keep forever")
     if kind not in KINDS:
         raise not_found()
     try:

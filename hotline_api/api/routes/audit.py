@@ -6,13 +6,12 @@
 """
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from hotline_api.api.deps import SessionDep, SettingsDep
-from hotline_api.api.routes._common import AuditorUser
+from hotline_api.api.routes._common import AuditorUser, Instant, Offset, need_zone
 from hotline_api.services import audit
 
 router = APIRouter(tags=["audit"])
@@ -23,13 +22,10 @@ def search(session: SessionDep, user: AuditorUser,
            action: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.*]+$")] = None,
            actor: Annotated[str | None, Query(max_length=64)] = None,
            object_id: Annotated[str | None, Query(max_length=64)] = None,
-           since: datetime | None = None, until: datetime | None = None,
-           limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
-    for name, v in (("since", since), ("until", until)):
-        if v is not None and v.tzinfo is None:
-            from fastapi import HTTPException
-
-            raise HTTPException(400, detail=f"{name} needs a time zone (e.g. 2026-03-01T00:00:00+08:00)")
+           since: Instant = None, until: Instant = None,
+           limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Offset = 0) -> dict:
+    need_zone("since", since)
+    need_zone("until", until)
     q = audit.AuditQuery(action=action, actor_name=actor, object_id=object_id, since=since, until=until,
                          limit=limit, offset=offset)
     return {"items": audit.search(session, q), "limit": limit, "offset": offset}

@@ -4,7 +4,9 @@
 * ``POST /api/auth/login``  form ``username``, ``password`` -> session cookie (HttpOnly) + CSRF cookie;
   body ``{"csrf_token", "must_change_password", "user"}``. Send the CSRF token back in the
   ``X-CSRF-Token`` header on every POST/PUT/PATCH/DELETE.
-* ``POST /api/auth/logout`` ends the cookie session (``?all=1`` also revokes every token)
+  A throttled address (too many failed logins from it) gets 429 with ``Retry-After``, unhashed.
+* ``POST /api/auth/logout`` ends the cookie session (``?all=1``: every cookie session and every
+  token of the user, on every device)
 * ``POST /api/auth/password`` form ``old_password``, ``new_password``
 * ``GET  /api/auth/me``
 """
@@ -37,6 +39,9 @@ def user_json(user: User) -> dict:
 def _login(request: Request, session, settings, username: str, password: str) -> User:
     try:
         return auth.authenticate(session, username, password, ip=client_ip(request), settings=settings)
+    except auth.Throttled as e:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=str(e),
+                            headers={"Retry-After": str(e.retry_after)}) from None
     except auth.AuthError as e:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=str(e),
                             headers={"WWW-Authenticate": "Bearer"}) from None
@@ -73,10 +78,9 @@ def logout(request: Request, response: Response, session: SessionDep, user: Curr
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         auth.end_web_session(session, cookie)
-    if all:
-        user.token_version = (user.token_version or 0) + 1
+    ended = auth.end_all_sessions(session, user) if all else None
     audit.record(session, "auth.logout", actor=user, object_type="user", object_id=user.id, ip=client_ip(request),
-                 detail={"all": all})
+                 detail={"all": all} if ended is None else {"all": True, "sessions_ended": ended})
     session.commit()
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 
 from hotline_api.api.deps import SessionDep, client_ip, not_found
-from hotline_api.api.routes._common import bad_request, iso, roles, visible
+from hotline_api.api.routes._common import Offset, bad_request, iso, roles, visible
 from hotline_api.models.governance import User
 from hotline_api.services import callbacks
 
@@ -42,7 +42,7 @@ def task_json(v: callbacks.TaskView) -> dict[str, Any]:
 def list_callbacks(session: SessionDep, user: CallbackUser,
                    status_: Annotated[str, Query(alias="status", pattern="^(open|done|unreachable)$")] = "open",
                    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                   offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict:
+                   offset: Offset = 0) -> dict:
     rows = callbacks.list_tasks(session, user, status_, limit=limit, offset=offset)
     return {"items": [task_json(callbacks.view(t, c)) for t, c in rows], "status": status_, "limit": limit,
             "offset": offset}

@@ -5,7 +5,7 @@
   ``duration``, ``operator_id``, ``caller``, ``identity_masked``)
 * ``GET /api/calls/{id}``
 
-``caller`` is masked (``138****0918``) unless the user holds ``identity``; showing it is audited
+``caller`` is masked (``138******18``) unless the user holds ``identity``; showing it is audited
 (``identity.view``). Auditors and admins get 404.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from hotline_api.api.deps import SessionDep, SettingsDep
-from hotline_api.api.routes._common import ContentUser, audit_read, iso, visible
+from hotline_api.api.routes._common import ContentUser, Offset, audit_read, iso, visible
 from hotline_api.models.calls import Call
 from hotline_api.services import access, masking
 
@@ -43,7 +43,7 @@ def call_json(call: Call, show_identity: bool) -> dict:
 @router.get("/calls")
 def list_calls(request: Request, session: SessionDep, settings: SettingsDep, user: ContentUser,
                limit: Annotated[int, Query(ge=1, le=500)] = 50,
-               offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> dict:
+               offset: Offset = 0) -> dict:
     calls = access.list_calls(session, user, limit=limit, offset=offset, settings=settings)
     show = access.has_identity(user)
     items = [call_json(c, show) for c in calls]

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 
 from hotline_api.api.deps import SessionDep, SettingsDep, client_ip
-from hotline_api.api.routes._common import SupervisorUser, audit_read, bad_request, iso, now_utc, visible
+from hotline_api.api.routes._common import Offset, SupervisorUser, audit_read, bad_request, iso, now_utc, visible
 from hotline_api.drafting import DRAFT_KEYS
 from hotline_api.models.cases import HANDLING_MODES, Case, Draft, UrgentAlert
 from hotline_api.models.governance import User
@@ -63,7 +63,7 @@ def list_cases(session: SessionDep, settings: SettingsDep, user: SupervisorUser,
                issue_type: Annotated[str | None, Query(max_length=64)] = None,
                place: Annotated[str | None, Query(max_length=128)] = None,
                deadline_state: Annotated[str | None, Query(pattern="^(overdue|due_soon|open|none)$")] = None,
-               limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+               limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> dict:
     today = cases.local_date(now_utc(), settings)
     soon, _ = WorkCalendar.from_db(session).add_working_days(today, 3)
     f = access.CaseFilter(status=status_, category=category, issue_type=issue_type, place=place,
@@ -115,7 +115,7 @@ def transition(case_id: str, request: Request, session: SessionDep, settings: Se
             raise bad_request(f"mode must be one of {', '.join(HANDLING_MODES)}")
     elif action == "close":
         result = _text(body, "result", True, max_len=10000)
-    elif action == "feedback" and body.get("kind") not in cases.FEEDBACK_KINDS:
+    elif action == "feedback" and (not isinstance(body.get("kind"), str) or body["kind"] not in cases.FEEDBACK_KINDS):
         raise bad_request(f"kind must be one of {', '.join(cases.FEEDBACK_KINDS)}")
     detail: dict[str, Any] = {"action": action, "from": c.status}
     try:

@@ -22,6 +22,7 @@ from sqlalchemy import or_, select
 from hotline_api.api.deps import SessionDep, SettingsDep, client_ip, not_found
 from hotline_api.api.routes._common import (
     ContentUser,
+    Offset,
     SupervisorUser,
     audit_read,
     bad_request,
@@ -30,9 +31,9 @@ from hotline_api.api.routes._common import (
     visible,
 )
 from hotline_api.drafting import DRAFT_KEYS
-from hotline_api.models.cases import Draft, DraftLink
+from hotline_api.models.cases import Draft
 from hotline_api.models.governance import User
-from hotline_api.services import access, audit, cases, masking
+from hotline_api.services import access, audit, case_links, cases, masking
 
 router = APIRouter(tags=["drafts"])
 
@@ -54,14 +55,14 @@ def draft_json(session, d: Draft, user: User, full: bool = True) -> tuple[dict[s
         **{k: fields.get(k) for k in DRAFT_KEYS},
         "evidence": fields.get("evidence"), "confidence": fields.get("confidence"),
         "deadlines": fields.get("deadlines"), "routing": fields.get("routing"),
-        "duplicates": fields.get("duplicates"), "identity_masked": not show,
+        # from the link table, as the user may see them: another unit's draft or case is never named
+        "duplicates": case_links.duplicates_json(session, user, d), "identity_masked": not show,
     }
     if full:
         text = d.input_text
         out["input_text"] = text if show else access.mask_text_aligned(text, terms)
         out["input_mode"] = d.input_mode
-        out["links"] = [{"draft_id": l.earlier_draft_id, "case_id": l.earlier_case_id, "reason": l.reason}
-                        for l in session.execute(select(DraftLink).where(DraftLink.draft_id == d.id)).scalars()]
+        out["links"] = out["duplicates"]
         corr = []
         for c in d.corrections:
             old, new = json.loads(c.old_json or "null"), json.loads(c.new_json or "null")
@@ -78,7 +79,7 @@ def draft_json(session, d: Draft, user: User, full: bool = True) -> tuple[dict[s
 @router.get("/drafts")
 def list_drafts(session: SessionDep, settings: SettingsDep, user: ContentUser,
                 status_: Annotated[str | None, Query(alias="status", pattern="^(draft|registered|discarded)$")] = "draft",
-                limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+                limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> dict:
     vis = Draft.recording_id.in_(access.visible_recording_ids(user, settings=settings))
     if user.role == "supervisor":
         vis = or_(vis, Draft.recording_id.is_(None))

@@ -37,7 +37,7 @@ class StateIn(BaseModel):
 class ContactIn(BaseModel):
     kind: str = Field(default="static", max_length=16)
     uri: str = Field(default="", max_length=255)
-    priority: int | None = None
+    priority: int | None = Field(default=None, ge=0, le=10_000)
     enabled: bool = True
 
 

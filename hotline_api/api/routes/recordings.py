@@ -43,11 +43,14 @@ from hotline_api.api.routes._common import (
     ContentUser,
     CryptoDep,
     ManagerOrSupervisor,
+    Month,
+    Offset,
     SupervisorUser,
     audit_read,
     bad_request,
     factory,
     iso,
+    month_parts,
     now_utc,
     visible,
 )
@@ -165,16 +168,18 @@ def mark_stored(rid: str, request: Request, session: SessionDep, settings: Setti
     return review.status_of(a, now_utc())
 
 
-def _resolve_case(session, value: str) -> str:
-    value = (value or "").strip()
+def _resolve_case(session, value: Any) -> str:
+    if not isinstance(value, str):
+        raise bad_request("case must be a case id or a number like 12388-2026-000123")
+    value = value.strip()
     if access.is_id(value):
         c = session.get(Case, value.lower())
     elif re.fullmatch(r"12388-\d{4}-\d{6}", value):
         c = session.execute(select(Case).where(Case.number == value)).scalar_one_or_none()
     else:
         raise bad_request("case must be a case id or a number like 12388-2026-000123")
-    if c is None:
-        raise bad_request("no such case")
+    if c is None:  # answered as a case the user may not link (404): no probing of other units' numbers
+        raise not_found()
     return c.id
 
 
@@ -228,7 +233,7 @@ def hold(rid: str, request: Request, session: SessionDep, settings: SettingsDep,
 @router.get("/review/queue")
 def review_queue(session: SessionDep, settings: SettingsDep, user: ManagerOrSupervisor,
                  include_done: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+                 offset: Offset = 0) -> dict:
     now = now_utc()
     if user.role == "recording_manager":
         items = review.queue_for(session, user, include_done=include_done, limit=limit, offset=offset)
@@ -273,10 +278,8 @@ def ack_review_alert(alert_id: str, session: SessionDep, user: SupervisorUser) -
 
 @router.get("/review/report")
 def review_report(session: SessionDep, settings: SettingsDep, user: SupervisorUser,
-                  month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")]) -> dict:
-    y, m = (int(x) for x in month.split("-"))
-    if not 1 <= m <= 12:
-        raise bad_request("month must be YYYY-MM")
+                  month: Month) -> dict:
+    y, m = month_parts(month)
     return review.compliance_report(session, y, m, tz=settings.timezone).as_dict()
 
 
@@ -370,9 +373,7 @@ async def import_recording(request: Request, settings: SettingsDep, user: Manage
 
 
 def _ingest_import(settings, ctx, tmp: Path, suffix: str, user: User, ip: str | None) -> dict:
-    import soundfile as sf
-
-    from asr.audio import probe
+    from asr.audio import DecodedTooLarge, convert_to_wav, probe
     from asr.errors import AudioInputError
 
     try:
@@ -382,11 +383,17 @@ def _ingest_import(settings, ctx, tmp: Path, suffix: str, user: User, ip: str | 
     src = tmp
     converted = None
     if info.format not in ("WAV", "WAVEX"):
+        # the import limit holds for the decoded audio too (a small FLAC can decode into gigabytes);
+        # convert_to_wav leaves no file behind when it refuses or fails
+        max_bytes = int(float(getattr(settings, "import_max_mb", DEFAULT_IMPORT_MAX_MB)) * 1024 * 1024)
         converted = tmp.with_suffix(".wav.part")
-        with sf.SoundFile(str(tmp)) as fin, sf.SoundFile(str(converted), "w", samplerate=fin.samplerate,
-                                                          channels=fin.channels, subtype="PCM_16", format="WAV") as fo:
-            for block in fin.blocks(blocksize=65536, dtype="int16", always_2d=True):
-                fo.write(block)
+        try:
+            info = convert_to_wav(tmp, converted, max_bytes)
+        except DecodedTooLarge:
+            raise HTTPException(413, detail=f"文件过大：导入的音频解码后超过 {max_bytes // (1024 * 1024)} MB"
+                                            "（上限按解码后的大小计算）") from None
+        except AudioInputError as e:
+            raise bad_request(str(e).replace(tmp.name, "上传的文件")) from None
         src = converted
     rid = str(uuid.uuid4())
     now = now_utc()

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from hotline_api.api.deps import SessionDep, SettingsDep, client_ip, require_role
+from hotline_api.api.routes._common import Instant
 from hotline_api.models.governance import User
 from hotline_api.models.operators import OpenOverride
 from hotline_api.services import audit, calendar
@@ -88,7 +89,7 @@ def get_schedule(session: SessionDep, settings: SettingsDep, user: Manager) -> d
 
 
 @router.get("/status")
-def status_at(session: SessionDep, settings: SettingsDep, user: Manager, at: datetime | None = None) -> dict:
+def status_at(session: SessionDep, settings: SettingsDep, user: Manager, at: Instant = None) -> dict:
     when = at or datetime.now(timezone.utc)
     if when.tzinfo is None:
         raise _bad("at must include a UTC offset")

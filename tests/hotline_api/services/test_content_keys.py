@@ -298,3 +298,35 @@ def test_interrupted_field_key_rotation_is_finished_with_the_key_the_database_na
     assert again.field.kcv == new.kcv and not fk.pending_path.exists()
     with db() as s:
         assert s.get(Call, done.call_uuid).caller_number == "13812340918"
+
+
+def test_after_a_purge_the_api_answers_404_or_purged_for_all_of_it(settings, db, ctx):
+    from fastapi.testclient import TestClient
+
+    from hotline_api.app import create_app
+
+    done, draft_id = _content(settings, db, ctx)
+    with db() as s:
+        sup = _user(s, "sup", "supervisor")
+        s.commit()
+        token = auth.issue_token(settings, sup)
+    app = create_app(settings)
+    app.state.crypto = ctx
+    h = {"Authorization": f"Bearer {token}"}
+    with TestClient(app) as c:
+        rid = done.recording_id
+        assert c.get(f"/api/recordings/{rid}/transcript", headers=h).status_code == 200  # before: all there
+        assert c.get(f"/api/recordings/{rid}/audio", headers=h).status_code == 200
+        with db() as s:
+            retention.set_policy(s, "other", 0)
+            s.commit()
+        assert retention.run_retention(db, settings, now=datetime.now(timezone.utc) + timedelta(days=1)).purged == [rid]
+        content_keys.clear_cache()
+        assert c.get(f"/api/recordings/{rid}/transcript", headers=h).status_code == 404
+        assert c.get(f"/api/recordings/{rid}/audio", headers=h).status_code in (404, 410)
+        d = c.get(f"/api/drafts/{draft_id}", headers=h)
+        body = d.text
+        assert NAME not in body and ACCUSED not in body
+        assert d.status_code == 404 or d.json().get("input_text") in (None, "")
+        evs = c.get("/api/live/recent?all=1", headers=h).json()["events"]
+        assert [e["type"] for e in evs] == ["routed"]

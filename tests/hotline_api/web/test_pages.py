@@ -323,3 +323,10 @@ def test_evidence_pieces_keep_spans_under_masking():
     marked = {p.text: p.fields for p in pieces if p.fields}
     assert marked == {"陈**": ["reporter_name"], "周明远": ["subjects"]}
     assert split_list("青石镇、白沙村, 东岭乡；青石镇") == ["青石镇", "白沙村", "东岭乡"]
+
+
+@pytest.mark.parametrize("query", ["until=9999-12-31", "since=0001-01-01", "since=0001-01-01&until=9999-12-31",
+                                   "since=2026-13-01", "page=99999999999999999999"])
+def test_audit_filters_out_of_range_are_ignored_not_500(env, query):
+    r = client(env, "auditor").get(f"/audit?{query}")
+    assert r.status_code in (200, 422), r.text[:500]

@@ -625,8 +625,6 @@ def test_duplicate_links_service(world):
     assert json.dumps([l.as_dict() for l in hidden]).count(w.ids["draft"]) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="api/routes/drafts.py still lists every DraftLink and fields['duplicates'] "
-                                       "with ids; it should use services.case_links.duplicate_links (not in this change)")
 def test_api_draft_json_does_not_name_another_units_draft(world):
     w = world
     r = w.client("supB").get(f"/api/drafts/{w.ids['bdraft']}")

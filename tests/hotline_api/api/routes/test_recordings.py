@@ -83,7 +83,7 @@ def test_stored_and_organized(world):
     with w.db() as s:
         c = cases.register_draft(s.get_bind(), w.draft, "supA")
     assert w.client.post(f"/api/recordings/{w.rec}/organize", headers=w.h("mgr1"),
-                         json={"case": "12388-1999-000001"}).status_code == 400
+                         json={"case": "12388-1999-000001"}).status_code == 404  # as another unit's case
     r = w.client.post(f"/api/recordings/{w.rec}/organize", headers=w.h("mgr1"), json={"case": c.number, "tags": ["实名"]})
     assert r.status_code == 200 and r.json()["case_id"] == c.id and r.json()["organized_kind"] == "case"
     assert w.client.post(f"/api/recordings/{w.other_rec}/organize", headers=w.h("mgr1"), json={}).status_code == 400
