@@ -161,8 +161,8 @@ def test_pool_workers_route_to_an_operator_through_the_supervisor(settings, db, 
         u, _ = create_user(s, "alice", "operator", "correct-horse-battery")
         o = ops.ensure_operator(s, u, contacts=[{"kind": "static", "uri": op.uri}])
         ops.set_state(s, o, "available")
-        for d in (today, today + timedelta(days=1)):  # staffed all day, whenever this runs
-            ops.set_open_override(s, d, True, note="test")
+        for d in (today, today + timedelta(days=1)):  # staffed all day, whenever this runs (an open override
+            ops.set_open_override(s, d, True, "00:00", "23:59", note="test")  # without hours means standard hours)
         s.commit()
         oid, uid = o.id, u.id
     port, base = free_port(), free_port()
