@@ -88,8 +88,9 @@ def _remember(key_id: str, key: bytes) -> None:
             _cache.popitem(last=False)
 
 
-def _follow(kcv: str) -> MasterKey | None:
-    """After a rotation by another process: the master key ``kcv`` from the provider."""
+def follow(kcv: str) -> MasterKey | None:
+    """After a rotation by another process: the master key ``kcv`` from the provider, installed as
+    this process's master key (None when the provider holds no such key)."""
     global _master
     from hotline_api.core.config import get_settings
     from hotline_api.core.keys import load_master_with_kcv
@@ -100,14 +101,17 @@ def _follow(kcv: str) -> MasterKey | None:
     return new
 
 
-def _current_master(session) -> MasterKey:
-    """The master key that wraps now, read under the rotation lock (as ``storage.CryptoContext.
-    current_master``): a key created here is re-wrapped by any rotation that commits after."""
+def current_master(session) -> MasterKey:
+    """The master key that wraps now, read in the session's transaction under the rotation lock
+    (the ``crypto_state`` row: shared on PostgreSQL, SQLite's write transactions are serialized
+    anyway; ``storage.commit_rotation_db`` locks it for update). A key wrapped with it and written in
+    the same transaction is then either re-wrapped by a rotation committed after it, or written after
+    the rotation with the new key. Raises ``WrongMasterKey`` when the named key cannot be loaded."""
     share = " FOR SHARE" if session.get_bind().dialect.name == "postgresql" else ""
     kcv = session.execute(text("SELECT master_kcv FROM crypto_state WHERE id = 1" + share)).scalar()
     master = _master_key()
     if kcv and kcv != master.kcv:
-        master = _follow(kcv)
+        master = follow(kcv)
         if master is None:
             raise WrongMasterKey(f"the stored keys are wrapped by master key {kcv}, which this process cannot load")
     return master
@@ -117,7 +121,7 @@ def _unwrap(wrapped: bytes, kcv: str | None = None) -> bytes:
     try:
         return _master_key().unwrap(bytes(wrapped))
     except WrongMasterKey:
-        if not kcv or _follow(kcv) is None:
+        if not kcv or follow(kcv) is None:
             raise
         return _master_key().unwrap(bytes(wrapped))
 
@@ -129,7 +133,7 @@ def key_for_call(session, call_id: str) -> tuple[str, bytes]:
     row = session.execute(q).first()
     if row is None:
         kid, key = str(uuid.uuid4()), os.urandom(KEY_LEN)
-        master = _current_master(session)
+        master = current_master(session)
         try:
             with session.connection().begin_nested():  # a savepoint that does not flush (called at flush)
                 session.execute(ContentKey.__table__.insert().values(

@@ -10,7 +10,7 @@ A login is refused, in this order and before any argon2 hash (64 MiB each):
   from this address all failed within the window. Another address is not locked, so guessing at
   ``admin`` from one place does not lock the real admin out everywhere.
 
-Settings read (with defaults, via ``getattr`` until they exist in ``Settings``):
+Settings read (``core.config.Settings``, with these defaults when absent):
 ``login_max_failures`` (5), ``login_failure_window_minutes`` (15), ``login_lockout_minutes`` (15),
 ``login_ip_max_failures`` (30), ``token_ttl_minutes`` (480), ``session_ttl_minutes`` (480),
 ``password_min_length`` (10).

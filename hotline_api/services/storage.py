@@ -34,7 +34,6 @@ from hotline_api.core.keys import (  # noqa: F401 - re-exported: key loading liv
     field_key_file,
     key_provider,
     load_field_cipher,
-    load_master_with_kcv,
 )
 from recordings.keys import FieldCipher, FileKeyProvider, MasterKey, WrongMasterKey
 from recordings.ranges import RangeError, parse_range  # noqa: F401 - re-exported for the API
@@ -86,23 +85,24 @@ class CryptoContext:
         provider holds it as the current or the pending key). True when switched."""
         if kcv == self.master.kcv:
             return True
-        new = load_master_with_kcv(self.settings, kcv)
+        new = content_keys.follow(kcv)  # the process-wide key too (content keys, lazy readers)
         if new is None:
             return False
-        log.warning("master key rotated by another process: switching from %s to %s", self.master.kcv, kcv)
-        self.master = new
-        content_keys.set_master_key(new)
+        self._switch(new)
         return True
 
+    def _switch(self, new: MasterKey) -> None:
+        if new.kcv != self.master.kcv:
+            log.warning("master key rotated by another process: switching from %s to %s", self.master.kcv, new.kcv)
+            self.master = new
+
     def current_master(self, session: Session) -> MasterKey:
-        """The master key that wraps now, read under the rotation lock (the ``crypto_state`` row,
-        shared on PostgreSQL; SQLite's write transactions are serialized anyway). A new wrapped key
-        written in the same transaction is then either re-wrapped by a rotation committed after it,
-        or written after the rotation with the new key."""
-        state = session.execute(select(CryptoState).where(CryptoState.id == 1).with_for_update(read=True)).scalar()
-        if state is not None and state.master_kcv != self.master.kcv and not self.follow(state.master_kcv):
-            raise StorageError(f"the stored keys are wrapped by master key {state.master_kcv}, which this "
-                               f"process cannot load ({key_provider(self.settings).describe()})")
+        """The master key that wraps now (``content_keys.current_master``: read under the rotation
+        lock in the session's transaction, followed from the key file after a rotation)."""
+        try:
+            self._switch(content_keys.current_master(session))
+        except WrongMasterKey as e:
+            raise StorageError(f"{e} ({key_provider(self.settings).describe()})") from None
         return self.master
 
 

@@ -37,7 +37,9 @@ class WebEnv:
         self.data: dict = {}
 
 
-def _make_env(tmp_path_factory, name: str) -> WebEnv:
+def fresh_data_dir(tmp_path_factory, name: str):
+    """(settings, session factory, crypto context) of a new migrated data dir, installed as the
+    process-wide settings (module-scoped worlds of the web tests)."""
     from hotline_api.core import config
     from hotline_api.db import migrate
     from hotline_api.db.session import session_factory
@@ -49,7 +51,11 @@ def _make_env(tmp_path_factory, name: str) -> WebEnv:
     config.set_settings(settings)
     migrate.upgrade(settings.db_url)
     factory = session_factory(settings.db_url)
-    ctx = storage.open_crypto(settings, factory)
+    return settings, factory, storage.open_crypto(settings, factory)
+
+
+def _make_env(tmp_path_factory, name: str) -> WebEnv:
+    settings, factory, ctx = fresh_data_dir(tmp_path_factory, name)
     users = seed.create_users(factory, settings)
     return WebEnv(settings, factory, users, ctx)
 

@@ -41,6 +41,7 @@ from hotline_api.models.governance import DutyRoster, ReviewAlert, User
 from hotline_api.services import access, auth, callbacks, cases, review
 from hotline_api.web import queries
 from tests.hotline_api.web import seed
+from tests.hotline_api.web.conftest import fresh_data_dir
 
 PW = seed.PW
 CALLER = "13655501234"
@@ -140,18 +141,11 @@ def add_review_alert(w: World, unit: str, rid: str) -> str:
 def world(tmp_path_factory):
     from hotline_api.app import create_app
     from hotline_api.core import config
-    from hotline_api.db import crypto_types, migrate
-    from hotline_api.db.session import dispose_all, session_factory
+    from hotline_api.db import crypto_types
+    from hotline_api.db.session import dispose_all
     from hotline_api.services import operators as ops
-    from hotline_api.services import storage
 
-    d = tmp_path_factory.mktemp("rbac-web")
-    settings = config.Settings.load(env={"HOTLINE_DATA_DIR": str(d / "var"), "HOTLINE_COOKIE_SECURE": "false"})
-    settings.ensure_dirs()
-    config.set_settings(settings)
-    migrate.upgrade(settings.db_url)
-    db = session_factory(settings.db_url)
-    ctx = storage.open_crypto(settings, db)
+    settings, db, ctx = fresh_data_dir(tmp_path_factory, "rbac-web")
     w = World(settings, db, ctx, create_app(settings))
     with db() as s:
         for key, (name, role, unit, perms) in USERS.items():
